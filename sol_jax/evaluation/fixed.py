@@ -1,0 +1,84 @@
+"""The "Fixed" (uniform, static) baseline matched to target averages (spec §12.3).
+
+Not one constant action: per axis, a content-independent two-level round-robin
+mixture of the levels lo ≤ target ≤ hi.
+- Token axis: a fixed share p per step: round(p·B_eff) of the effective rows
+  get hi, rows chosen round-robin from offset (t·n_hi) mod B_eff.
+- Prune and quant axes: residual correction pooled over the batch and over
+  every batch of the evaluation, so the pooled average tracks the target; the
+  round-robin offsets are ((t+17)·n_hi) and ((t+37)·n_hi) mod B_eff.
+
+Rounding bounds (R: effective rows in a step, N: all effective slots so far):
+token |κ̄ − κ*| ≤ (hi−lo)/(2·R) (every step, hence pooled too); prune/quant
+|pooled mean − target| ≤ (hi−lo)/(2·N), because the carried residual
+Σ(level − target) never exceeds (hi−lo)/2 in size.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+from sol_jax.efficiency.actions import ActionSpace
+from sol_jax.evaluation.axis_levels import as_targets, axis_levels, effective_mask
+
+# Per-axis round-robin phase: token, prune, quant (the reference's decorrelation).
+ROUND_ROBIN_PHASE = (0, 17, 37)
+
+
+class FixedAllocator:
+  """Stateful Fixed schedule generator: carries the pooled prune/quant sums across batches.
+
+  `targets` are (κ̄, ρ̄, η̄) in the units a run reports (`avg_keep_effective`,
+  raw `avg_prune_keep`, `avg_quant_ratio`), usually the policy's realized ones.
+  """
+
+  def __init__(self, space: ActionSpace, targets: Sequence[float]):
+    self.space = space
+    self.targets = as_targets(targets)
+    self.axes = axis_levels(space)
+    self.brackets = tuple(ax.bracket(t) for ax, t in zip(self.axes, self.targets))
+    self.level_sums = [0.0, 0.0, 0.0]  # pooled over all effective slots so far
+    self.slots = 0
+
+  def _count_hi(self, axis: int, slots: int) -> int:
+    br = self.brackets[axis]
+    if br.hi == br.lo:
+      return 0
+    if axis == 0:
+      share = br.share
+    else:
+      # The level the next `slots` slots must average for the pooled mean to hit the target.
+      ax = self.axes[axis]
+      required = (br.target * (self.slots + slots) - self.level_sums[axis]) / slots
+      required = min(max(required, ax.vmin), ax.vmax)
+      share = min(max((required - br.lo) / (br.hi - br.lo), 0.0), 1.0)
+    return int(np.rint(share * slots))  # round half to even, like Python's round
+
+  def next_batch(self, rows: int, steps: int, effective: Optional[np.ndarray] = None) -> np.ndarray:
+    """[rows, steps] int32 action indices; non-effective slots get the forced dense action."""
+    if rows < 1 or steps < 1:
+      raise ValueError(f"rows={rows} and steps={steps} must be positive.")
+    eff = effective_mask(rows, steps, effective)
+    level_pos = np.zeros((3, rows, steps), np.int64)
+    for t in range(steps):
+      mask = eff[:, t]
+      slots = int(mask.sum())
+      if slots == 0:
+        continue
+      rank = np.cumsum(mask) - 1  # position among this step's effective rows
+      for axis, br in enumerate(self.brackets):
+        n_hi = self._count_hi(axis, slots)
+        offset = ((t + ROUND_ROBIN_PHASE[axis]) * n_hi) % slots
+        is_hi = mask & ((rank - offset) % slots < n_hi)
+        level_pos[axis, :, t] = np.where(is_hi, br.hi_pos, br.lo_pos)
+        self.level_sums[axis] += n_hi * br.hi + (slots - n_hi) * br.lo
+      self.slots += slots
+    actions = self.space.index_from_levels(*level_pos)
+    return np.where(eff, actions, self.space.forced_dense_index).astype(np.int32)
+
+  @property
+  def pooled_means(self) -> tuple[float, float, float]:
+    """Realized per-axis averages of everything allocated so far."""
+    n = max(self.slots, 1)
+    return tuple(s / n for s in self.level_sums)

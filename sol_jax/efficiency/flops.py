@@ -111,3 +111,13 @@ def schedule_relative_flops(config: ModelConfig, space: ActionSpace, actions: ja
   spent = decode_flops(config, jnp.asarray(space.kappa)[actions], jnp.asarray(space.rho)[actions],
                        jnp.asarray(space.bits)[actions], kv, **kwargs)
   return jnp.sum(spent) / jnp.sum(dense_decode_flops(config, kv))
+
+
+def prefill_flops(config: ModelConfig, seq_len: int, logits_positions: int = 1) -> float:
+  """FLOPs of one dense causal prefill of `seq_len` tokens (causal attention counted
+  exactly, S(S+1)/2 query-key pairs), with the LM head on `logits_positions` tokens."""
+  d, f = config.hidden_size, config.intermediate_size
+  h, hkv, dh = config.num_heads, config.num_kv_heads, config.head_dim
+  per_token = 2 * d * (2 * h * dh + 2 * hkv * dh) + 6 * d * f
+  attention = 4 * h * dh * seq_len * (seq_len + 1) / 2
+  return config.num_layers * (per_token * seq_len + attention) + 2 * d * config.vocab_size * logits_positions

@@ -13,7 +13,9 @@ import jax.numpy as jnp
 
 def _order_key(x):
   """uint32 keys whose unsigned order equals the float order (-inf < ... < +inf)."""
-  bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.uint32)
+  x = x.astype(jnp.float32)
+  x = jnp.where(x == 0, 0.0, x)  # -0.0 ties with +0.0
+  bits = jax.lax.bitcast_convert_type(x, jnp.uint32)
   negative = (bits >> 31) == 1
   return jnp.where(negative, ~bits, bits | jnp.uint32(0x80000000))
 

@@ -8,6 +8,8 @@ With κ=1, ρ=1, b=16 every mechanism is the exact identity.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -65,6 +67,31 @@ def make_controls(kappa, rho, bits, *, criteria: str = "quest", page_size: int =
                   bits=jnp.asarray(bits, jnp.int32), criteria=criteria, page_size=page_size,
                   sink_tokens=sink_tokens, window_tokens=window_tokens,
                   protect_sink_window=protect_sink_window)
+
+
+@dataclasses.dataclass(frozen=True)
+class ControlSettings:
+  """The static part of the controls, from the `actions` config section."""
+  criteria: str = "quest"
+  page_size: int = 8
+  sink_tokens: int = 4
+  window_tokens: int = 2
+  protect_sink_window: bool = False
+
+  @classmethod
+  def from_config(cls, actions_cfg) -> "ControlSettings":
+    return cls(actions_cfg.sparsity_criteria, actions_cfg.page_size, actions_cfg.sink_tokens,
+               actions_cfg.window_tokens, actions_cfg.quest_protect_sink_window)
+
+  def make(self, kappa, rho, bits) -> Controls:
+    return make_controls(kappa, rho, bits, criteria=self.criteria, page_size=self.page_size,
+                         sink_tokens=self.sink_tokens, window_tokens=self.window_tokens,
+                         protect_sink_window=self.protect_sink_window)
+
+  def for_actions(self, space, actions) -> Controls:
+    """Controls of flat action indices (any shape) of an ActionSpace."""
+    return self.make(jnp.asarray(space.kappa)[actions], jnp.asarray(space.rho)[actions],
+                     jnp.asarray(space.bits)[actions])
 
 
 def prefix_aux(prefix, criteria: str, page_size: int):

@@ -1,0 +1,86 @@
+"""Batch loop around `harness.run_controlled`: PPL and realized budgets per schedule column.
+
+Column k of every batch is one schedule family (a constant action, a Fixed
+allocator, a random trial, a heuristic...). Each column's PPL pools all its
+scored tokens; its budgets pool all its effective steps (spec §7, §12.1).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Optional, Sequence
+
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from sol_jax.efficiency import budget, flops
+from sol_jax.efficiency.actions import ActionSpace
+from sol_jax.efficiency.controls import ControlSettings
+from sol_jax.evaluation.harness import StaticSchedule, run_controlled
+from sol_jax.evaluation.perplexity import batches
+from sol_jax.models.config import ModelConfig
+
+
+@dataclasses.dataclass
+class ColumnResult:
+  name: str
+  ppl: float
+  tokens: int
+  avg_keep_effective: float
+  avg_prune_keep: float
+  avg_quant_ratio: float
+  net_keep: float
+  relative_flops: float
+  nll_per_block: Optional[np.ndarray] = None  # [blocks], mean NLL of each block
+
+  def row(self) -> dict:
+    return {k: v for k, v in dataclasses.asdict(self).items() if k != "nll_per_block"}
+
+
+def evaluate_columns(params, cfg: ModelConfig, space: ActionSpace, settings: ControlSettings,
+                     blocks: np.ndarray, *, context_len: int, horizon: int, batch_size: int,
+                     names: Sequence[str], batch_inputs: Callable[[int, int], object],
+                     provider=StaticSchedule(), progress: bool = True,
+                     desc: str = "schedules") -> list[ColumnResult]:
+  """Runs every batch of blocks with K = len(names) schedule columns.
+
+  batch_inputs(batch_index, rows) -> the provider's inputs for that batch.
+  """
+  k = len(names)
+  nll, actions, effective = [], [], None
+  for i, batch in enumerate(tqdm(list(batches(blocks, batch_size)), desc=desc, disable=not progress)):
+    out = run_controlled(params, jnp.asarray(batch), batch_inputs(i, len(batch)), cfg=cfg,
+                         space=space, settings=settings, provider=provider,
+                         context_len=context_len, horizon=horizon, schedules=k)
+    nll.append(np.asarray(out["nll"]))
+    actions.append(np.asarray(out["actions"]))
+    effective = np.asarray(out["effective"])
+  nll, actions = np.concatenate(nll), np.concatenate(actions)  # [N, K, T]
+  kv_len = context_len + 1 + np.arange(horizon)
+  results = []
+  for j, name in enumerate(names):
+    acts = actions[:, j]
+    real = {key: float(v) for key, v in budget.pooled_realized(acts, effective, space).items()}
+    rel = float(flops.schedule_relative_flops(cfg, space, acts, kv_len))
+    results.append(ColumnResult(
+        name=name, ppl=math.exp(float(nll[:, j].mean(dtype=np.float64))), tokens=int(nll[:, j].size),
+        net_keep=float(budget.net_keep(real["avg_keep_effective"], real["avg_prune_keep"],
+                                       real["avg_quant_ratio"])),
+        relative_flops=rel, nll_per_block=nll[:, j].mean(-1), **real))
+  return results
+
+
+def static_inputs(generators: Sequence, horizon: int) -> Callable[[int, int], jnp.ndarray]:
+  """Stacks K schedule generators (each `.next_batch(rows, T)`) into [B, K, T] inputs."""
+  def inputs(_, rows):
+    return jnp.asarray(np.stack([g.next_batch(rows, horizon) for g in generators], axis=1))
+  return inputs
+
+
+@dataclasses.dataclass
+class ConstantGenerator:
+  action: int
+
+  def next_batch(self, rows: int, steps: int) -> np.ndarray:
+    return np.full((rows, steps), self.action, np.int32)

@@ -243,20 +243,29 @@ def _cloud_tpu_workers() -> int:
 
 
 def multiprocess_launcher() -> Optional[str]:
-  """Names what makes this a multi-process run, or None on a single host."""
+  """Names what makes this a multi-process run, or None on a single host.
+
+  Mirrors what `jax.distributed.initialize()` can auto-detect: SLURM inside
+  `srun`, Open MPI under `mpirun`, Cloud TPU slices; plus the explicit
+  JAX_NUM_PROCESSES / JAX_PROCESS_ID variables, which JAX itself does not read.
+  """
   forced = os.environ.get("SOL_DISTRIBUTED")
   if forced is not None:
     if forced not in ("0", "1"):
       raise ValueError(f"SOL_DISTRIBUTED={forced!r} must be 0 or 1")
     return "forced" if forced == "1" else None
-  if os.environ.get("JAX_COORDINATOR_ADDRESS"):
-    return "env" if (_env_int("JAX_NUM_PROCESSES") or 1) > 1 else None
-  if (_env_int("SLURM_NTASKS") or 1) > 1 and "SLURM_JOB_ID" in os.environ:
+  num = _env_int("JAX_NUM_PROCESSES")
+  if num is not None:
+    return "env" if num > 1 else None
+  if "SLURM_STEP_NODELIST" in os.environ and (_env_int("SLURM_NTASKS") or 1) > 1:
     return "slurm"
-  if (_env_int("OMPI_COMM_WORLD_SIZE") or 1) > 1:
+  if "OMPI_MCA_orte_hnp_uri" in os.environ and (_env_int("OMPI_COMM_WORLD_SIZE") or 1) > 1:
     return "ompi"
   if (_env_int("MEGASCALE_NUM_SLICES") or 1) > 1 or _cloud_tpu_workers() > 1:
     return "cloud_tpu"
+  if os.environ.get("JAX_COORDINATOR_ADDRESS"):
+    raise ValueError("JAX_COORDINATOR_ADDRESS is set but JAX_NUM_PROCESSES is not; set "
+                     "JAX_NUM_PROCESSES and JAX_PROCESS_ID too (or unset it for one host)")
   return None
 
 
@@ -273,11 +282,11 @@ def initialize_distributed() -> bool:
     return False
   if launcher == "env":
     num, pid = _env_int("JAX_NUM_PROCESSES"), _env_int("JAX_PROCESS_ID")
-    if pid is None:
-      raise ValueError("JAX_COORDINATOR_ADDRESS and JAX_NUM_PROCESSES are set but "
-                       "JAX_PROCESS_ID is not; set it to this process's rank in "
-                       f"[0, {num})")
-    jax.distributed.initialize(os.environ["JAX_COORDINATOR_ADDRESS"], num, pid)
+    address = os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if not address or pid is None or not 0 <= pid < num:
+      raise ValueError(f"JAX_NUM_PROCESSES={num} needs JAX_COORDINATOR_ADDRESS=host:port "
+                       f"(got {address!r}) and JAX_PROCESS_ID in [0, {num}) (got {pid})")
+    jax.distributed.initialize(address, num, pid)
   else:  # JAX's cluster auto-detection (TPU metadata, SLURM, Open MPI)
     jax.distributed.initialize()
   return True

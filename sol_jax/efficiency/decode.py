@@ -51,3 +51,16 @@ def token_logprob(logits, labels):
   logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   labels = jnp.broadcast_to(labels, logp.shape[:-1])
   return jnp.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]
+
+
+def dense_decode_logits(params, cfg: ModelConfig, blocks, prefix: PrefixCache, context_len: int,
+                        horizon: int):
+  """Dense teacher-forced decode of x_C..x_{C+T-1} after `prefix` -> logits [B, T, V]."""
+  suffix = new_suffix(cfg, blocks.shape[0], 1, horizon)
+
+  def step(suffix, t):
+    tok = jax.lax.dynamic_index_in_dim(blocks, context_len + t, 1, keepdims=False)
+    logits, _, suffix = dense_schedule_step(params, cfg, tok, prefix, suffix)
+    return suffix, logits[:, 0]
+
+  return jnp.moveaxis(jax.lax.scan(step, suffix, jnp.arange(horizon))[1], 0, 1)

@@ -11,6 +11,12 @@ step; it is a static, hashable object with three pure methods:
 
 `inputs` is a pytree of arrays (a precomputed schedule, targets, policy
 params...). Non-effective steps (kv_len <= Ts+Tw+1) execute the dense action.
+A provider may also define `record(inputs, state, ctx, chosen) -> pytree` of
+per-step [B, K, ...] arrays, returned stacked as out["records"] [B, K, T, ...]
+(the RL rollout stores observations and log-probs this way).
+
+With `reference_logits` [B, T, V] (the dense decode's), out["kl"] [B, K, T]
+holds KL(p_dense || p_controlled) per step, for the KL reward option.
 """
 from __future__ import annotations
 
@@ -59,8 +65,17 @@ class StaticSchedule:
                                              "context_len", "horizon", "schedules"))
 def run_controlled(params, blocks, inputs, *, cfg: ModelConfig, space: ActionSpace,
                    settings: ControlSettings, provider: Any, context_len: int, horizon: int,
-                   schedules: int):
+                   schedules: int, reference_logits=None):
   """[B, C+T+1] blocks -> {"nll": [B,K,T], "actions": executed [B,K,T], "effective": [T]}."""
+  return controlled_episode(params, blocks, inputs, cfg=cfg, space=space, settings=settings,
+                            provider=provider, context_len=context_len, horizon=horizon,
+                            schedules=schedules, reference_logits=reference_logits)
+
+
+def controlled_episode(params, blocks, inputs, *, cfg: ModelConfig, space: ActionSpace,
+                       settings: ControlSettings, provider: Any, context_len: int, horizon: int,
+                       schedules: int, reference_logits=None):
+  """Un-jitted body of `run_controlled`, for use inside a larger jitted step."""
   c, k = context_len, schedules
   b = blocks.shape[0]
   logits0, h0, prefix, aux = decode.dense_prefill(params, cfg, blocks[:, :c], settings.criteria,
@@ -75,7 +90,10 @@ def run_controlled(params, blocks, inputs, *, cfg: ModelConfig, space: ActionSpa
   carry = (decode.new_suffix(cfg, b, k, horizon), provider.init(inputs, b, k, horizon),
            hidden0, hidden0, entropy0, drift0)
 
-  def step(carry, t):
+  record_fn = getattr(provider, "record", None)
+
+  def step(carry, xs):
+    t, ref_logits = xs
     suffix, state, hidden, hidden_prev, entropy, drift = carry
     tokens = jax.lax.dynamic_index_in_dim(blocks, c + t, 1, keepdims=False)
     labels = jax.lax.dynamic_index_in_dim(blocks, c + t + 1, 1, keepdims=False)
@@ -84,17 +102,31 @@ def run_controlled(params, blocks, inputs, *, cfg: ModelConfig, space: ActionSpa
     effective = is_effective(c + t + 1, settings.sink_tokens, settings.window_tokens)
     ctx = StepContext(t, effective, tokens, emb(tokens), hidden, entropy, drift)
     chosen, state = provider.act(inputs, state, ctx)
+    record = record_fn(inputs, state, ctx, chosen) if record_fn else ()
     executed = force_dense(chosen, effective, space)
     controls = settings.for_actions(space, executed)
     logits, new_hidden, suffix = decode.schedule_step(params, cfg, tokens, prefix, aux, suffix,
                                                       controls)
     nll = -decode.token_logprob(logits, labels[:, None])
+    kl = () if ref_logits is None else kl_divergence(ref_logits[:, None], logits)
     if provider.needs_entropy:
       entropy = entropy_signal(logits)
     new_hidden = new_hidden.astype(jnp.float32)
     state = provider.observe(inputs, state, ctx._replace(hidden=new_hidden), executed)
-    return (suffix, state, new_hidden, hidden, entropy, drift), (nll, executed, effective)
+    return (suffix, state, new_hidden, hidden, entropy, drift), (nll, executed, effective, kl, record)
 
-  _, (nll, actions, effective) = jax.lax.scan(step, carry, jnp.arange(horizon))
-  return {"nll": nll.transpose(1, 2, 0), "actions": actions.transpose(1, 2, 0),
-          "effective": effective}
+  ref = None if reference_logits is None else jnp.moveaxis(reference_logits, 1, 0)
+  _, (nll, actions, effective, kl, records) = jax.lax.scan(step, carry, (jnp.arange(horizon), ref))
+  steps_last = lambda x: jnp.moveaxis(x, 0, 2)  # [T, B, K, ...] -> [B, K, T, ...]
+  out = {"nll": steps_last(nll), "actions": steps_last(actions), "effective": effective,
+         "records": jax.tree.map(steps_last, records)}
+  if reference_logits is not None:
+    out["kl"] = steps_last(kl)
+  return out
+
+
+def kl_divergence(p_logits, q_logits):
+  """KL(p || q) over the vocabulary in fp32."""
+  logp = jax.nn.log_softmax(p_logits.astype(jnp.float32), axis=-1)
+  logq = jax.nn.log_softmax(q_logits.astype(jnp.float32), axis=-1)
+  return jnp.sum(jnp.exp(logp) * (logp - logq), axis=-1)

@@ -24,18 +24,9 @@ from sol_jax.models.config import ModelConfig
 @functools.partial(jax.jit, static_argnames=("cfg", "context_len", "horizon"))
 def sol_protocol_nll(params, cfg: ModelConfig, blocks, context_len: int, horizon: int):
   """[B, C+T+1] blocks -> NLL [B, T] of the T scored tokens under dense decode."""
-  b = blocks.shape[0]
   _, _, prefix, _ = decode.dense_prefill(params, cfg, blocks[:, :context_len], criteria="none")
-  suffix = decode.new_suffix(cfg, b, 1, horizon)
-
-  def step(suffix, t):
-    tok = jax.lax.dynamic_index_in_dim(blocks, context_len + t, 1, keepdims=False)
-    label = jax.lax.dynamic_index_in_dim(blocks, context_len + t + 1, 1, keepdims=False)
-    logits, _, suffix = decode.dense_schedule_step(params, cfg, tok, prefix, suffix)
-    return suffix, -decode.token_logprob(logits[:, 0], label)
-
-  _, nll = jax.lax.scan(step, suffix, jnp.arange(horizon))
-  return nll.T
+  logits = decode.dense_decode_logits(params, cfg, blocks, prefix, context_len, horizon)
+  return -decode.token_logprob(logits, blocks[:, context_len + 1:context_len + horizon + 1])
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))

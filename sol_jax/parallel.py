@@ -107,8 +107,6 @@ def _fit_spec(spec: PartitionSpec, shape: Optional[Sequence[int]], mesh: Mesh) -
     size = int(np.prod([mesh.shape[n] for n in names])) if names else 1
     ok = size > 1 and (shape is None or shape[i] % size == 0)
     out.append(axis if ok else None)
-  while out and out[-1] is None:  # P('a', None) == P('a'); keep specs canonical
-    out.pop()
   return PartitionSpec(*out)
 
 

@@ -89,7 +89,7 @@ def rewards_to_go(rewards: jax.Array, agg: str = "sum", gamma: float = 0.85) -> 
 
 def dead_zone_square(gap: jax.Array, tolerance: float = 0.02) -> jax.Array:
   """φ(g) = max(|g| − tol, 0)²: two-sided, zero inside the dead zone (spec §9.4)."""
-  return jnp.square(jnp.maximum(jnp.abs(_float(gap)) - jnp.float32(tolerance) + 1e-9, 0.0))
+  return jnp.square(jnp.maximum(jnp.abs(_float(gap)) - jnp.float32(tolerance), 0.0))
 
 
 def budget_penalty(episode_means: jax.Array, targets: jax.Array, alphas: ArrayLike,

@@ -107,7 +107,7 @@ class MixedProvider:
 
   def act(self, inputs: MixedInputs, state, ctx: StepContext):
     kind = inputs.kind[None, :]
-    signal = jnp.where(kind == DAC, ctx.entropy, ctx.drift)
+    signal = jnp.where(kind == EMC, ctx.entropy, ctx.drift)
     heuristic, state = _heuristic_act(self.space, state, signal, inputs.targets, ctx, self.gain,
                                       self.tol)
     static = jnp.take(inputs.actions, ctx.t, axis=2).astype(jnp.int32)

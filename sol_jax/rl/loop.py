@@ -30,6 +30,10 @@ def action_space(cfg: ExperimentConfig) -> ActionSpace:
 
 
 def make_setup(cfg: ExperimentConfig, model_cfg: ModelConfig) -> TrainSetup:
+  if cfg.rl.prefill_stale_budget_quirk:
+    raise ValueError("rl.prefill_stale_budget_quirk=true (reproducing the reference's stale Quest "
+                     "budgets in the prefill, spec Q1) is not implemented; the prefill is always "
+                     "dense. Set it to false.")
   space = action_space(cfg)
   p = cfg.policy
   policy = PolicyConfig(num_actions=space.num_actions, obs_hidden_dim=model_cfg.hidden_size,
@@ -41,14 +45,15 @@ def make_setup(cfg: ExperimentConfig, model_cfg: ModelConfig) -> TrainSetup:
                     cfg.optim, cfg.data.context_len, cfg.data.horizon)
 
 
-def train_dataset(cfg: ExperimentConfig, tokenizer):
+def train_dataset(cfg: ExperimentConfig, tokenizer, blocks: Optional[np.ndarray] = None):
   """This process's shuffled batches of C+T+1 blocks; only `train_fraction` of them (spec Q10).
 
   Each of P processes reads every P-th block and makes batches of B/P rows;
   `parallel.shard_batch` assembles the global batch of B.
   """
-  blocks = text_blocks(cfg.data.train, tokenizer, cfg.data.block_len, data_dir=cfg.data.data_dir,
-                       cache_dir=cfg.data.cache_dir)
+  if blocks is None:
+    blocks = text_blocks(cfg.data.train, tokenizer, cfg.data.block_len, data_dir=cfg.data.data_dir,
+                         cache_dir=cfg.data.cache_dir)
   procs = jax.process_count()
   if cfg.rl.batch_size % procs:
     raise ValueError(f"rl.batch_size={cfg.rl.batch_size} must be divisible by the {procs} processes.")
@@ -59,15 +64,21 @@ def train_dataset(cfg: ExperimentConfig, tokenizer):
                             max_batches=used)
 
 
-def train(cfg: ExperimentConfig, lm, tokenizer, *, num_steps: Optional[int] = None,
-          progress: bool = True, log: bool = True) -> TrainState:
-  """Trains (or resumes) the policy in `cfg.train.run_dir`; lm = (ModelConfig, params)."""
+def train(cfg: ExperimentConfig, lm, tokenizer=None, *, num_steps: Optional[int] = None,
+          blocks: Optional[np.ndarray] = None, progress: bool = True,
+          log: bool = True) -> TrainState:
+  """Trains (or resumes) the policy in `cfg.train.run_dir`; lm = (ModelConfig, params).
+
+  `blocks` [N, C+T+1] replaces the configured training text (tests, custom data).
+  `num_steps` stops early (e.g. to test resuming) without changing the schedule.
+  """
   model_cfg, lm_params = lm
   run_dir = pathlib.Path(cfg.train.run_dir or f"runs/{cfg.name}")
   mesh = parallel.make_mesh(cfg)  # validates the mesh against batch and K
   setup = make_setup(cfg, model_cfg)
-  dataset = train_dataset(cfg, tokenizer)
-  total = min(num_steps or cfg.train.num_steps or len(dataset), len(dataset))
+  dataset = train_dataset(cfg, tokenizer, blocks)
+  planned = min(cfg.train.num_steps or len(dataset), len(dataset))
+  total = min(num_steps or planned, planned)
   iterator = make_iterator(dataset)
   state = init_train_state(setup, cfg.train.seed)
   ckpt = Checkpoints(run_dir, cfg.train.max_to_keep) if cfg.train.keep_checkpoints else None
@@ -76,7 +87,7 @@ def train(cfg: ExperimentConfig, lm, tokenizer, *, num_steps: Optional[int] = No
     start = ckpt.latest_step()
     state = ckpt.restore(start, state, iterator)
     print(f"resumed from {ckpt.directory}/{start}")
-  every = cfg.train.checkpoint_every or max(1, total // 10)
+  every = cfg.train.checkpoint_every or max(1, planned // 10)
 
   replicated = parallel.replicated(mesh)
   lm_shardings = parallel.lm_param_shardings(mesh, lm_params, model_cfg)
@@ -102,7 +113,7 @@ def train(cfg: ExperimentConfig, lm, tokenizer, *, num_steps: Optional[int] = No
       tracking.action_histograms(tracker, np.asarray(actions), setup.space, step + 1, prefix="actions")
     bar.set_postfix(reward=f"{metrics['reward']:.3f}", pen=f"{metrics['penalty']:.3f}",
                     ent=f"{metrics['entropy']:.2f}")
-    if step + 1 == len(dataset):  # end of the epoch: step the leftover accumulation (§9.7)
+    if step + 1 == planned == len(dataset):  # end of the epoch: step the leftover accumulation (§9.7)
       state = flush_leftover_gradients(setup, state)
     if ckpt and ((step + 1) % every == 0 or step + 1 == total):
       ckpt.save(step + 1, state, iterator)

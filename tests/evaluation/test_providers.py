@@ -13,8 +13,12 @@ import pytest
 from sol_jax.efficiency import decode
 from sol_jax.efficiency.actions import load_action_variant
 from sol_jax.efficiency.controls import ControlSettings
+from sol_jax.evaluation import baselines as bl
+from sol_jax.evaluation import perplexity
+from sol_jax.evaluation.fixed import FixedAllocator
 from sol_jax.evaluation.harness import run_controlled
 from sol_jax.evaluation.heuristics import heuristic_schedule
+from sol_jax.evaluation.random_schedules import RandomScheduler
 from sol_jax.evaluation.providers import DAC, EMC, STATIC, HeuristicProvider, MixedInputs, MixedProvider
 from sol_jax.models import llama
 from sol_jax.models.config import ModelConfig
@@ -165,3 +169,60 @@ def test_bad_inputs(params, blocks):
     HeuristicProvider("entropy", THREE)
   with pytest.raises(ValueError, match=r"\[B, K, 3\]"):
     HeuristicProvider("emc", THREE).init(jnp.zeros((B, K, 2)), B, K, T)
+
+
+# ----------------------------------------------------------------------------- baselines
+
+def np_realized(space, schedules, eff):
+  """Pooled (κ̄, ρ̄, η̄) of [rows, T] schedules over effective steps, straight from the grid."""
+  a = schedules[:, eff]
+  return space.kappa[a].mean(), space.rho[a].mean(), space.eta[a].mean()
+
+
+def test_evaluate_plan_columns_and_best_of_n(params):
+  rng = np.random.default_rng(3)
+  splits = [rng.integers(0, CFG.vocab_size, (2 * B, C + T + 1)).astype(np.int32) for _ in range(2)]
+  st, eff = ST, effective_mask(ST)
+  budget = (0.45, 0.7, 0.5)
+  # Four mixed columns: the same compiled harness as test_mixed_provider_columns.
+  columns = (bl.constant_columns(THREE, [THREE.dense_index]) + bl.random_columns(THREE, budget, 2)
+             + bl.heuristic_columns("emc", [budget]))
+  kw = dict(context_len=C, horizon=T, batch_size=B, progress=False)
+  results = [bl.evaluate_plan(params, CFG, THREE, st, s, columns, **kw) for s in splits]
+  res = {r.name: r for r in results[1]}
+  assert list(res) == [c.name for c in columns]
+  # The dense column is the plain dense decode.
+  dense = perplexity.sol_protocol_nll(params, CFG, jnp.asarray(splits[1]), C, T)
+  np.testing.assert_allclose(res[THREE.tags[THREE.dense_index]].ppl,
+                             np.exp(np.mean(np.asarray(dense, np.float64))), rtol=1e-5)
+  # Static columns carry fresh generators, called batch after batch with the effective mask.
+  for i in range(2):
+    sched = RandomScheduler(THREE, budget, seed=1234 + i)
+    want = np.concatenate([sched.next_batch(B, T, eff) for _ in range(2)])
+    r = res[columns[1 + i].name]
+    np.testing.assert_allclose([r.avg_keep_effective, r.avg_prune_keep, r.avg_quant_ratio],
+                               np_realized(THREE, want, eff), atol=1e-6)
+    assert r.tokens == 2 * B * T
+  fixed = bl.fixed_columns(THREE, [budget])[0].make()
+  assert isinstance(fixed, FixedAllocator) and fixed.targets == budget
+  # The EMC column meets its budget per block up to the 3-level grid's reach.
+  emc = res[columns[3].name]
+  np.testing.assert_allclose([emc.avg_keep_effective, emc.avg_prune_keep, emc.avg_quant_ratio],
+                             budget, atol=0.1)
+  # Best-of-N: select on split 0, report on split 1.
+  sel, rep = results[0][1:3], results[1][1:3]
+  best = bl.best_of_n(sel, rep)
+  i = int(np.argmin([r.ppl for r in sel]))
+  assert (best.selected, best.selected_ppl, best.selected_select_ppl) == (i, rep[i].ppl, sel[i].ppl)
+  assert best.oracle_ppl == min(r.ppl for r in rep) <= best.selected_ppl
+  assert best.trials == 2 and best.max_ppl == max(r.ppl for r in rep)
+
+
+def test_best_of_n_statistics():
+  sel, rep = [3.0, 1.0, 2.0, 5.0], [10.0, 12.0, 9.0, 20.0]
+  best = bl.best_of_n(sel, rep)
+  assert (best.selected, best.selected_ppl, best.oracle, best.oracle_ppl) == (1, 12.0, 2, 9.0)
+  assert best.mean_ppl == pytest.approx(np.mean(rep)) and best.median_ppl == pytest.approx(np.median(rep))
+  assert (best.min_ppl, best.max_ppl) == (9.0, 20.0)
+  with pytest.raises(ValueError, match="same non-zero number"):
+    bl.best_of_n([1.0], [1.0, 2.0])

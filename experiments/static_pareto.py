@@ -1,0 +1,345 @@
+"""The static Pareto experiment: PPL vs net keep / relative FLOPs of content-blind and heuristic schedules.
+
+  python -m experiments.static_pareto [CONFIG] [key=value ...] [--out runs/static_pareto]
+      [--pages 4,8] [--blocks 64] [--fl_actions 24] [--random_trials 8]
+      [--random_budgets "0.35,0.6,0.375;0.5,0.7,0.5;0.8,0.9,0.75"] [--select_split wikitext2-valid]
+
+CONFIG defaults to smollm2_3L_cpu (SmolLM2-135M, C = 512, T = 16, report split
+`data.eval` = WikiText-2 raw test, read from `data.data_dir`). Per Quest page size:
+- every constant action of the config's grid (the 3L grid: 27 columns), Fixed
+  matched to each random budget (§12.3), N random trials per budget (§12.4) and
+  EMC/DAC per budget (§12.5), all in ONE harness call per batch;
+- a deterministic spread of constant actions of the FL grid (second call);
+- the same random trials on the selection split, to pick best-of-N there and
+  report it on the test split, with the oracle (picked on test, spec Q13) beside it.
+
+Budgets are (κ*, ρ*, η*) with η* = bits/16 (a third value in 2..16 is read as bits).
+The spec protocol scores 112 blocks (7 x 16); the default 64 (4 x 16) is what
+2 shared CPU cores allow; pass --blocks 112 for the protocol amount.
+Outputs in --out: static_pareto.csv, static_pareto.png, summary.json and a
+TensorBoard run under tb/.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import io
+import json
+import pathlib
+import time
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np
+
+from sol_jax import config as config_lib
+from sol_jax.data import text_blocks
+from sol_jax.efficiency.actions import ActionSpace, load_action_variant
+from sol_jax.efficiency.controls import ControlSettings
+from sol_jax.evaluation import baselines as bl
+from sol_jax.models.registry import load_model
+from sol_jax.models.tokenizer import load_tokenizer
+from sol_jax.tracking import Tracker
+
+DEFAULT_CONFIG = "smollm2_3L_cpu"
+DEFAULT_BUDGETS = "0.35,0.6,0.375;0.5,0.7,0.5;0.8,0.9,0.75"
+MAX_GRID_ACTIONS = 128  # every grid action is a column; FL's 1560 would not fit a CPU run
+# Measured on the 2 shared CPU cores (SmolLM2-135M, fp32): used only for the up-front estimate.
+DECODE_ROW_STEPS_PER_S = 220.0
+PREFILL_TOKENS_PER_S = 550.0
+FIELDS = ("page_size", "method", "schedule", "target_kappa", "target_rho", "target_eta", "ppl",
+          "avg_keep_effective", "avg_prune_keep", "avg_quant_ratio", "net_keep", "relative_flops",
+          "tokens", "select_ppl")
+MARKERS = {"constant-grid": "o", "constant-FL": "d", "fixed": "s", "random": "x",
+           "random-best": "*", "random-oracle": "P", "emc": "^", "dac": "v"}
+
+
+# ----------------------------------------------------------------------------- arguments
+
+def _int_list(text: str) -> list[int]:
+  try:
+    values = [int(x) for x in text.split(",") if x.strip()]
+  except ValueError:
+    values = []
+  if not values or min(values) < 1:
+    raise argparse.ArgumentTypeError(f"{text!r}: give positive integers separated by commas, e.g. 4,8")
+  return values
+
+
+def parse_budgets(text: str) -> list[tuple[float, float, float]]:
+  """'k,r,e;k,r,e' -> [(κ*, ρ*, η*)]; a third value in 2..16 is bits (η = bits/16)."""
+  budgets = []
+  for item in filter(str.strip, text.split(";")):
+    try:
+      k, r, e = (float(x) for x in item.split(","))
+    except ValueError:
+      raise argparse.ArgumentTypeError(
+          f"budget {item!r}: expected three numbers kappa,rho,eta (eta = bits/16, or bits)") from None
+    if e > 1.0:
+      if e != int(e) or not 2 <= e <= 16:
+        raise argparse.ArgumentTypeError(f"budget {item!r}: eta {e} is neither in (0, 1] nor bits in 2..16")
+      e /= 16.0
+    if not (0 < k <= 1 and 0 < r <= 1 and 0 < e <= 1):
+      raise argparse.ArgumentTypeError(f"budget {item!r}: kappa, rho and eta must be in (0, 1]")
+    budgets.append((k, r, e))
+  if not budgets:
+    raise argparse.ArgumentTypeError("give at least one budget, e.g. 0.5,0.7,0.5")
+  return budgets
+
+
+def parse_args(argv=None):
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("rest", nargs="*", help=f"[CONFIG (default {DEFAULT_CONFIG})] key=value ...")
+  p.add_argument("--out", default="runs/static_pareto", help="output directory")
+  p.add_argument("--pages", type=_int_list, default=[4, 8], help="Quest page sizes, e.g. 4,8")
+  p.add_argument("--blocks", type=int, default=64,
+                 help="test blocks (spec protocol: 112; default 64 for CPU time)")
+  p.add_argument("--select_blocks", type=int, default=None, help="selection-split blocks (default --blocks)")
+  p.add_argument("--fl_actions", type=int, default=24, help="constant FL actions in the spread (0: none)")
+  p.add_argument("--fl_variant", default="FL", help="action variant of the spread")
+  p.add_argument("--random_budgets", type=parse_budgets, default=parse_budgets(DEFAULT_BUDGETS),
+                 help=f"'k,r,e;...' target tuples (default {DEFAULT_BUDGETS})")
+  p.add_argument("--random_trials", type=int, default=8, help="random trials per budget")
+  p.add_argument("--select_split", default="wikitext2-valid", help="split that picks best-of-N")
+  p.add_argument("--no_progress", action="store_true", help="no progress bars")
+  args = p.parse_args(argv)
+  for name in ("blocks", "random_trials"):
+    if getattr(args, name) < 1:
+      p.error(f"--{name} must be >= 1")
+  if args.fl_actions < 0 or (args.select_blocks is not None and args.select_blocks < 1):
+    p.error("--fl_actions must be >= 0 and --select_blocks >= 1")
+  rest = args.rest if args.rest and "=" not in args.rest[0] else [DEFAULT_CONFIG] + args.rest
+  return args, config_lib.config_from_argv(rest)
+
+
+# ----------------------------------------------------------------------------- schedules
+
+def fl_spread(space: ActionSpace, n: int) -> list[int]:
+  """n constant actions spread over a grid, deterministically, in priority order: dense,
+  single-axis extremes, the diagonal (every axis at the same fraction of its range),
+  single-axis quartiles, two-axis extremes, then evenly spaced indices."""
+  axes = (space.keep_fracs, space.prune_fracs, space.quant_bits)
+
+  def at(fk, fr, fb):
+    pos = []
+    for values, f in zip(axes, (fk, fr, fb)):
+      v = np.asarray(values, np.float64)
+      pos.append(int(np.argmin(np.abs(v - (v.min() + f * (v.max() - v.min()))))))
+    return int(space.index_from_levels(*pos))
+
+  cands = [at(1, 1, 1), at(0, 1, 1), at(1, 0, 1), at(1, 1, 0)]
+  cands += [at(f, f, f) for f in np.arange(8) / 8]
+  cands += [at(*(f if i == axis else 1 for i in range(3))) for f in (0.25, 0.5, 0.75) for axis in range(3)]
+  cands += [at(0, 0, 1), at(0, 1, 0), at(1, 0, 0)]
+  cands += [int(a) for a in np.linspace(0, space.num_actions - 1, max(n, 1)).round()]
+  chosen = list(dict.fromkeys(cands))
+  for a in range(space.num_actions):  # only if n exceeds the distinct candidates
+    if len(chosen) >= n:
+      break
+    if a not in chosen:
+      chosen.append(a)
+  return chosen[:n]
+
+
+def _space(cfg) -> ActionSpace:
+  a = cfg.actions
+  space = ActionSpace.from_config(a.keep_fracs, a.struct_prune_choices, a.quant_choices)
+  if space.num_actions > MAX_GRID_ACTIONS:
+    raise ValueError(f"the config's grid has {space.num_actions} actions, each a column here; use a "
+                     f"grid of at most {MAX_GRID_ACTIONS} (e.g. smollm2_3L_cpu); the FL grid is "
+                     "covered by --fl_actions.")
+  return space
+
+
+def _row(page, method, result, budget=None, select_ppl=None) -> dict:
+  row = {"page_size": page, "method": method, "schedule": result.name,
+         "target_kappa": "", "target_rho": "", "target_eta": "", "select_ppl": select_ppl or ""}
+  if budget is not None:
+    row.update(target_kappa=budget[0], target_rho=budget[1], target_eta=budget[2])
+  row.update({k: v for k, v in result.row().items() if k in FIELDS})
+  return row
+
+
+def _estimate(args, space, n_test, n_sel, c, t) -> dict:
+  nb, nt = len(args.random_budgets), args.random_trials
+  k_main = space.num_actions + nb * (3 + nt)
+  steps = len(args.pages) * t * (n_test * (k_main + args.fl_actions) + n_sel * nb * nt)
+  tokens = len(args.pages) * c * (n_test * (1 + (args.fl_actions > 0)) + n_sel)
+  seconds = steps / DECODE_ROW_STEPS_PER_S + tokens / PREFILL_TOKENS_PER_S
+  return {"columns_per_batch": k_main, "decode_row_steps": steps, "prefill_tokens": tokens,
+          "estimated_seconds": round(seconds)}
+
+
+# ----------------------------------------------------------------------------- outputs
+
+def pareto_figure(rows, title):
+  fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+  pages = sorted({r["page_size"] for r in rows})
+  colours = dict(zip(pages, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+  for ax, x, label in ((axes[0], "net_keep", "net keep (κ̄ + ρ̄ + η̄) / 3"),
+                       (axes[1], "relative_flops", "relative decode FLOPs")):
+    for page in pages:
+      for method, marker in MARKERS.items():
+        pts = [r for r in rows if r["page_size"] == page and r["method"] == method]
+        if pts:
+          ax.scatter([r[x] for r in pts], [r["ppl"] for r in pts], marker=marker, color=colours[page],
+                     alpha=0.45 if method == "random" else 0.9, s=60 if method == "random-best" else 28)
+    ax.set_yscale("log")
+    ax.set_xlabel(label)
+    ax.grid(True, which="both", alpha=0.3)
+  axes[0].set_ylabel("perplexity (log scale)")
+  handles = [plt.Line2D([], [], ls="", marker=m, color="k", label=k) for k, m in MARKERS.items()]
+  handles += [plt.Line2D([], [], ls="", marker="s", color=colours[p], label=f"Quest page {p}") for p in pages]
+  axes[1].legend(handles=handles, fontsize=8, loc="upper right")
+  fig.suptitle(title)
+  fig.tight_layout()
+  return fig
+
+
+def _csv_text(rows) -> str:
+  buf = io.StringIO()
+  writer = csv.DictWriter(buf, FIELDS)
+  writer.writeheader()
+  for r in rows:
+    writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+  return buf.getvalue()
+
+
+def _pareto_front(rows) -> list[dict]:
+  """Rows no other row beats on both net keep (lower) and PPL (lower)."""
+  return [r for r in rows if not any(o["net_keep"] <= r["net_keep"] and o["ppl"] <= r["ppl"]
+                                     and (o["net_keep"], o["ppl"]) != (r["net_keep"], r["ppl"]) for o in rows)]
+
+
+def print_table(page, dense_ppl, budgets, per_budget, grid_rows):
+  print(f"\n== Quest page {page}: dense PPL {dense_ppl:.3f} ==")
+  print(f"{'budget (k, r, e)':<22}{'fixed':>15}{'random mean':>13}{'best(sel)':>11}{'oracle':>9}"
+        f"{'emc':>15}{'dac':>15}")
+  for b, s in zip(budgets, per_budget):
+    cell = lambda r: f"{r['ppl']:8.3f}@{r['net_keep']:.3f}"
+    print(f"{str(tuple(round(x, 3) for x in b)):<22}{cell(s['fixed']):>15}{s['random']['mean_ppl']:>13.3f}"
+          f"{s['random']['selected_ppl']:>11.3f}{s['random']['oracle_ppl']:>9.3f}{cell(s['emc']):>15}"
+          f"{cell(s['dac']):>15}")
+  front = sorted(_pareto_front(grid_rows), key=lambda r: r["net_keep"])
+  print("constant Pareto front (net keep -> PPL): "
+        + ", ".join(f"{r['schedule']} {r['net_keep']:.3f}->{r['ppl']:.2f}" for r in front))
+
+
+# ----------------------------------------------------------------------------- main
+
+def run_page(page, args, cfg, space, fl_space, model_cfg, params, test, select, rows, timings):
+  settings = dataclasses.replace(ControlSettings.from_config(cfg.actions), page_size=page)
+  kw = dict(context_len=cfg.data.context_len, horizon=cfg.data.horizon,
+            batch_size=cfg.data.eval_batch_size, progress=not args.no_progress)
+
+  def evaluate(grid, blocks, columns, desc):
+    """One `evaluate_plan` call, timed (compilation included) for the summary."""
+    start = time.perf_counter()
+    out = bl.evaluate_plan(params, model_cfg, grid, settings, blocks, columns, desc=desc, **kw)
+    timings.append({"call": desc, "seconds": round(time.perf_counter() - start, 1),
+                    "decode_row_steps": len(blocks) * len(columns) * cfg.data.horizon,
+                    "prefill_tokens": len(blocks) * cfg.data.context_len})
+    return out
+  budgets, nt = args.random_budgets, args.random_trials
+  random_cols = [bl.random_columns(space, b, nt, cfg.eval.random_seed, prefix=f"random b{j}")
+                 for j, b in enumerate(budgets)]
+  columns = (bl.constant_columns(space) + bl.fixed_columns(space, budgets, [f"fixed b{j}" for j in range(len(budgets))])
+             + [c for cols in random_cols for c in cols]
+             + [dataclasses.replace(c, name=f"{kind} b{j}") for kind in ("emc", "dac")
+                for j, c in enumerate(bl.heuristic_columns(kind, budgets))])
+  res = {r.name: r for r in evaluate(space, test, columns, f"page {page}: grid + baselines")}
+  sel = {r.name: r for r in evaluate(space, select, [c for cols in random_cols for c in cols],
+                                     f"page {page}: random on {args.select_split}")}
+  grid_rows = [_row(page, "constant-grid", res[space.tags[a]]) for a in range(space.num_actions)]
+  rows += grid_rows
+  if args.fl_actions:
+    fl = evaluate(fl_space, test, bl.constant_columns(fl_space, fl_spread(fl_space, args.fl_actions)),
+                  f"page {page}: FL spread")
+    rows += [_row(page, "constant-FL", r) for r in fl]
+  per_budget = []
+  for j, (b, cols) in enumerate(zip(budgets, random_cols)):
+    report, chosen = [res[c.name] for c in cols], [sel[c.name] for c in cols]
+    best = bl.best_of_n(chosen, report)
+    rows += [_row(page, "random", r, b, s.ppl) for r, s in zip(report, chosen)]
+    rows.append(_row(page, "random-best", report[best.selected], b, best.selected_select_ppl))
+    rows.append(_row(page, "random-oracle", report[best.oracle], b, chosen[best.oracle].ppl))
+    entry = {"targets": b, "random": best.row()}
+    for method in ("fixed", "emc", "dac"):
+      rows.append(_row(page, method, res[f"{method} b{j}"], b))
+      entry[method] = rows[-1]
+    per_budget.append(entry)
+  dense_ppl = res[space.tags[space.dense_index]].ppl
+  print_table(page, dense_ppl, budgets, per_budget, grid_rows)
+  return {"dense_ppl": dense_ppl, "budgets": per_budget,
+          "grid_pareto_front": [r["schedule"] for r in _pareto_front(grid_rows)]}
+
+
+def main(argv=None):
+  args, cfg = parse_args(argv)
+  space, fl_space = _space(cfg), load_action_variant(args.fl_variant).space
+  c, t = cfg.data.context_len, cfg.data.horizon
+  n_sel = args.select_blocks or args.blocks
+  est = _estimate(args, space, args.blocks, n_sel, c, t)
+  print(f"static Pareto on {cfg.model.source} ({cfg.name}): C={c}, T={t}, pages {args.pages}, "
+        f"{args.blocks} test blocks ({cfg.data.eval}) + {n_sel} selection blocks ({args.select_split})\n"
+        f"  {est['columns_per_batch']} grid+baseline columns per batch, {args.fl_actions} FL columns; "
+        f"{est['decode_row_steps']:,} decode row-steps + {est['prefill_tokens']:,} prefill tokens "
+        f"~ {est['estimated_seconds'] / 60:.1f} min at {DECODE_ROW_STEPS_PER_S:.0f} row-steps/s and "
+        f"{PREFILL_TOKENS_PER_S:.0f} tok/s, plus compilation")
+  start = time.perf_counter()
+  model_cfg, params = load_model(cfg.model.source, dtype=cfg.eval.dtype)
+  tokenizer = load_tokenizer(cfg.model.source)
+  load = lambda name, n: text_blocks(name, tokenizer, cfg.block_len, data_dir=cfg.data.data_dir, max_blocks=n)
+  test, select = load(cfg.data.eval, args.blocks), load(args.select_split, n_sel)
+  for name, want, got in ((cfg.data.eval, args.blocks, len(test)), (args.select_split, n_sel, len(select))):
+    if got < want:
+      print(f"  note: {name} has only {got} blocks of {cfg.block_len} tokens (asked for {want})")
+  rows, pages, timings = [], {}, []
+  for page in args.pages:
+    pages[page] = run_page(page, args, cfg, space, fl_space, model_cfg, params, test, select, rows,
+                           timings)
+  seconds = time.perf_counter() - start
+
+  out = pathlib.Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  csv_text = _csv_text(rows)
+  (out / "static_pareto.csv").write_text(csv_text)
+  title = (f"{cfg.model.source}: static schedules, {len(test)} blocks x T={t} after C={c} "
+           f"({cfg.data.eval})")
+  fig = pareto_figure(rows, title)
+  fig.savefig(out / "static_pareto.png", dpi=120)
+  summary = {"config": config_lib.config_to_dict(cfg), "test_blocks": len(test),
+             "select_blocks": len(select), "select_split": args.select_split, "pages": pages,
+             "random_trials": args.random_trials, "fl_actions": args.fl_actions,
+             "estimate": est, "seconds": round(seconds, 1), "timings": timings,
+             "best_of_n_note": "random-best is selected on the selection split and reported on the "
+                               "test split; random-oracle is selected on the test split itself, as "
+                               "the reference does (spec Q13)."}
+  (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+  tb_dir = out / "tb" / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+  with Tracker(tb_dir) as tracker:
+    tracker.config(cfg)
+    tracker.image("static_pareto", fig, 0)
+    tracker.text("static_pareto_csv", "```\n" + csv_text + "```", 0)
+    for page, info in pages.items():
+      scalars = {"dense_ppl": info["dense_ppl"]}
+      for j, b in enumerate(info["budgets"]):
+        for key in ("selected_ppl", "oracle_ppl", "mean_ppl", "median_ppl"):
+          scalars[f"b{j}/random_{key}"] = b["random"][key]
+        for method in ("fixed", "emc", "dac"):
+          scalars[f"b{j}/{method}_ppl"] = b[method]["ppl"]
+          scalars[f"b{j}/{method}_net_keep"] = b[method]["net_keep"]
+      tracker.scalars(scalars, 0, prefix=f"static_pareto/page{page}")
+  for tm in timings:
+    print(f"  {tm['call']}: {tm['seconds']} s for {tm['decode_row_steps']:,} row-steps + "
+          f"{tm['prefill_tokens']:,} prefill tokens (compilation included)")
+  print(f"\n{len(rows)} rows in {seconds / 60:.1f} min -> {out}/static_pareto.csv, static_pareto.png, "
+        f"summary.json, TensorBoard {tb_dir}")
+  return summary
+
+
+if __name__ == "__main__":
+  main()

@@ -1,4 +1,4 @@
-"""The static Pareto experiment: PPL vs net keep / relative FLOPs of content-blind and heuristic schedules.
+"""Static Pareto experiment: PPL vs net keep / relative FLOPs of content-blind and heuristic schedules.
 
   python -m experiments.static_pareto [CONFIG] [key=value ...] [--out runs/static_pareto]
       [--pages 4,8] [--blocks 64] [--fl_actions 24] [--random_trials 8]
@@ -7,15 +7,18 @@
 CONFIG defaults to smollm2_3L_cpu (SmolLM2-135M, C = 512, T = 16, report split
 `data.eval` = WikiText-2 raw test, read from `data.data_dir`). Per Quest page size:
 - every constant action of the config's grid (the 3L grid: 27 columns), Fixed
-  matched to each random budget (§12.3), N random trials per budget (§12.4) and
-  EMC/DAC per budget (§12.5), all in ONE harness call per batch;
-- a deterministic spread of constant actions of the FL grid (second call);
+  matched to each random budget (§12.3), N random trials per budget (§12.4),
+  EMC/DAC per budget (§12.5) and a deterministic spread of constant actions of
+  the FL grid, all in ONE harness call per batch (one dense prefill): the grid's
+  levels are all FL levels, so its schedules run on the FL grid, translated by
+  value (a grid outside FL gets a second call for the spread);
 - the same random trials on the selection split, to pick best-of-N there and
   report it on the test split, with the oracle (picked on test, spec Q13) beside it.
 
 Budgets are (κ*, ρ*, η*) with η* = bits/16 (a third value in 2..16 is read as bits).
-The spec protocol scores 112 blocks (7 x 16); the default 64 (4 x 16) is what
-2 shared CPU cores allow; pass --blocks 112 for the protocol amount.
+The spec protocol scores 112 blocks (7 x 16); the default 64 (4 x 16) test blocks
+and 32 selection blocks are what 2 shared CPU cores allow; pass --blocks 112 for
+the protocol amount.
 Outputs in --out: static_pareto.csv, static_pareto.png, summary.json and a
 TensorBoard run under tb/.
 """
@@ -80,7 +83,8 @@ def parse_budgets(text: str) -> list[tuple[float, float, float]]:
           f"budget {item!r}: expected three numbers kappa,rho,eta (eta = bits/16, or bits)") from None
     if e > 1.0:
       if e != int(e) or not 2 <= e <= 16:
-        raise argparse.ArgumentTypeError(f"budget {item!r}: eta {e} is neither in (0, 1] nor bits in 2..16")
+        raise argparse.ArgumentTypeError(
+            f"budget {item!r}: eta {e} is neither in (0, 1] nor bits in 2..16")
       e /= 16.0
     if not (0 < k <= 1 and 0 < r <= 1 and 0 < e <= 1):
       raise argparse.ArgumentTypeError(f"budget {item!r}: kappa, rho and eta must be in (0, 1]")
@@ -97,20 +101,24 @@ def parse_args(argv=None):
   p.add_argument("--pages", type=_int_list, default=[4, 8], help="Quest page sizes, e.g. 4,8")
   p.add_argument("--blocks", type=int, default=64,
                  help="test blocks (spec protocol: 112; default 64 for CPU time)")
-  p.add_argument("--select_blocks", type=int, default=None, help="selection-split blocks (default --blocks)")
-  p.add_argument("--fl_actions", type=int, default=24, help="constant FL actions in the spread (0: none)")
+  p.add_argument("--select_blocks", type=int, default=32,
+                 help="selection-split blocks (default 32, at most --blocks)")
+  p.add_argument("--fl_actions", type=int, default=24,
+                 help="constant FL actions in the spread (0: none)")
   p.add_argument("--fl_variant", default="FL", help="action variant of the spread")
   p.add_argument("--random_budgets", type=parse_budgets, default=parse_budgets(DEFAULT_BUDGETS),
                  help=f"'k,r,e;...' target tuples (default {DEFAULT_BUDGETS})")
   p.add_argument("--random_trials", type=int, default=8, help="random trials per budget")
   p.add_argument("--select_split", default="wikitext2-valid", help="split that picks best-of-N")
   p.add_argument("--no_progress", action="store_true", help="no progress bars")
+  p.add_argument("--estimate_only", action="store_true", help="print the work estimate and exit")
   args = p.parse_args(argv)
   for name in ("blocks", "random_trials"):
     if getattr(args, name) < 1:
       p.error(f"--{name} must be >= 1")
-  if args.fl_actions < 0 or (args.select_blocks is not None and args.select_blocks < 1):
+  if args.fl_actions < 0 or args.select_blocks < 1:
     p.error("--fl_actions must be >= 0 and --select_blocks >= 1")
+  args.select_blocks = min(args.select_blocks, args.blocks)
   rest = args.rest if args.rest and "=" not in args.rest[0] else [DEFAULT_CONFIG] + args.rest
   return args, config_lib.config_from_argv(rest)
 
@@ -132,7 +140,8 @@ def fl_spread(space: ActionSpace, n: int) -> list[int]:
 
   cands = [at(1, 1, 1), at(0, 1, 1), at(1, 0, 1), at(1, 1, 0)]
   cands += [at(f, f, f) for f in np.arange(8) / 8]
-  cands += [at(*(f if i == axis else 1 for i in range(3))) for f in (0.25, 0.5, 0.75) for axis in range(3)]
+  cands += [at(*(f if i == axis else 1 for i in range(3)))
+            for f in (0.25, 0.5, 0.75) for axis in range(3)]
   cands += [at(0, 0, 1), at(0, 1, 0), at(1, 0, 0)]
   cands += [int(a) for a in np.linspace(0, space.num_actions - 1, max(n, 1)).round()]
   chosen = list(dict.fromkeys(cands))
@@ -163,11 +172,22 @@ def _row(page, method, result, budget=None, select_ppl=None) -> dict:
   return row
 
 
-def _estimate(args, space, n_test, n_sel, c, t) -> dict:
+def _fold_fl(args, space, fl_space) -> bool:
+  """Whether the FL spread can share the main call (every grid level is an FL level)."""
+  if not args.fl_actions:
+    return False
+  try:
+    bl.index_map(space, fl_space)
+  except ValueError:
+    return False
+  return True
+
+
+def _estimate(args, space, fold, n_test, n_sel, c, t) -> dict:
   nb, nt = len(args.random_budgets), args.random_trials
-  k_main = space.num_actions + nb * (3 + nt)
-  steps = len(args.pages) * t * (n_test * (k_main + args.fl_actions) + n_sel * nb * nt)
-  tokens = len(args.pages) * c * (n_test * (1 + (args.fl_actions > 0)) + n_sel)
+  k_main = space.num_actions + nb * (3 + nt) + (args.fl_actions if fold else 0)
+  steps = len(args.pages) * t * (n_test * (k_main + args.fl_actions * (not fold)) + n_sel * nb * nt)
+  tokens = len(args.pages) * c * (n_test * (1 + (args.fl_actions > 0 and not fold)) + n_sel)
   seconds = steps / DECODE_ROW_STEPS_PER_S + tokens / PREFILL_TOKENS_PER_S
   return {"columns_per_batch": k_main, "decode_row_steps": steps, "prefill_tokens": tokens,
           "estimated_seconds": round(seconds)}
@@ -192,7 +212,8 @@ def pareto_figure(rows, title):
     ax.grid(True, which="both", alpha=0.3)
   axes[0].set_ylabel("perplexity (log scale)")
   handles = [plt.Line2D([], [], ls="", marker=m, color="k", label=k) for k, m in MARKERS.items()]
-  handles += [plt.Line2D([], [], ls="", marker="s", color=colours[p], label=f"Quest page {p}") for p in pages]
+  handles += [plt.Line2D([], [], ls="", marker="s", color=colours[p], label=f"Quest page {p}")
+              for p in pages]
   axes[1].legend(handles=handles, fontsize=8, loc="upper right")
   fig.suptitle(title)
   fig.tight_layout()
@@ -210,8 +231,9 @@ def _csv_text(rows) -> str:
 
 def _pareto_front(rows) -> list[dict]:
   """Rows no other row beats on both net keep (lower) and PPL (lower)."""
-  return [r for r in rows if not any(o["net_keep"] <= r["net_keep"] and o["ppl"] <= r["ppl"]
-                                     and (o["net_keep"], o["ppl"]) != (r["net_keep"], r["ppl"]) for o in rows)]
+  point = lambda r: (r["net_keep"], r["ppl"])
+  beats = lambda o, r: o["net_keep"] <= r["net_keep"] and o["ppl"] <= r["ppl"] and point(o) != point(r)
+  return [r for r in rows if not any(beats(o, r) for o in rows)]
 
 
 def print_table(page, dense_ppl, budgets, per_budget, grid_rows):
@@ -220,7 +242,8 @@ def print_table(page, dense_ppl, budgets, per_budget, grid_rows):
         f"{'emc':>15}{'dac':>15}")
   for b, s in zip(budgets, per_budget):
     cell = lambda r: f"{r['ppl']:8.3f}@{r['net_keep']:.3f}"
-    print(f"{str(tuple(round(x, 3) for x in b)):<22}{cell(s['fixed']):>15}{s['random']['mean_ppl']:>13.3f}"
+    budget = str(tuple(round(x, 3) for x in b))
+    print(f"{budget:<22}{cell(s['fixed']):>15}{s['random']['mean_ppl']:>13.3f}"
           f"{s['random']['selected_ppl']:>11.3f}{s['random']['oracle_ppl']:>9.3f}{cell(s['emc']):>15}"
           f"{cell(s['dac']):>15}")
   front = sorted(_pareto_front(grid_rows), key=lambda r: r["net_keep"])
@@ -230,7 +253,7 @@ def print_table(page, dense_ppl, budgets, per_budget, grid_rows):
 
 # ----------------------------------------------------------------------------- main
 
-def run_page(page, args, cfg, space, fl_space, model_cfg, params, test, select, rows, timings):
+def run_page(page, args, cfg, space, fl_space, fold, model_cfg, params, test, select, rows, timings):
   settings = dataclasses.replace(ControlSettings.from_config(cfg.actions), page_size=page)
   kw = dict(context_len=cfg.data.context_len, horizon=cfg.data.horizon,
             batch_size=cfg.data.eval_batch_size, progress=not args.no_progress)
@@ -243,22 +266,28 @@ def run_page(page, args, cfg, space, fl_space, model_cfg, params, test, select, 
                     "decode_row_steps": len(blocks) * len(columns) * cfg.data.horizon,
                     "prefill_tokens": len(blocks) * cfg.data.context_len})
     return out
+
   budgets, nt = args.random_budgets, args.random_trials
   random_cols = [bl.random_columns(space, b, nt, cfg.eval.random_seed, prefix=f"random b{j}")
                  for j, b in enumerate(budgets)]
-  columns = (bl.constant_columns(space) + bl.fixed_columns(space, budgets, [f"fixed b{j}" for j in range(len(budgets))])
+  columns = (bl.constant_columns(space)
+             + bl.fixed_columns(space, budgets, [f"fixed b{j}" for j in range(len(budgets))])
              + [c for cols in random_cols for c in cols]
              + [dataclasses.replace(c, name=f"{kind} b{j}") for kind in ("emc", "dac")
-                for j, c in enumerate(bl.heuristic_columns(kind, budgets))])
-  res = {r.name: r for r in evaluate(space, test, columns, f"page {page}: grid + baselines")}
+                for j, c in enumerate(bl.heuristic_columns(kind, budgets, space))])
+  # Named apart from the grid's columns: a 3L action is also an FL action with the same tag.
+  fl_cols = [dataclasses.replace(c, name=f"FL {c.name}")
+             for c in bl.constant_columns(fl_space, fl_spread(fl_space, args.fl_actions))]
+  main = evaluate(fl_space if fold else space, test, columns + (fl_cols if fold else []),
+                  f"page {page}: grid + baselines" + (" + FL spread" if fold else ""))
+  res = {r.name: r for r in main}
   sel = {r.name: r for r in evaluate(space, select, [c for cols in random_cols for c in cols],
                                      f"page {page}: random on {args.select_split}")}
   grid_rows = [_row(page, "constant-grid", res[space.tags[a]]) for a in range(space.num_actions)]
   rows += grid_rows
-  if args.fl_actions:
-    fl = evaluate(fl_space, test, bl.constant_columns(fl_space, fl_spread(fl_space, args.fl_actions)),
-                  f"page {page}: FL spread")
-    rows += [_row(page, "constant-FL", r) for r in fl]
+  if fl_cols and not fold:
+    res.update((r.name, r) for r in evaluate(fl_space, test, fl_cols, f"page {page}: FL spread"))
+  rows += [_row(page, "constant-FL", dataclasses.replace(res[c.name], name=c.name[3:])) for c in fl_cols]
   per_budget = []
   for j, (b, cols) in enumerate(zip(budgets, random_cols)):
     report, chosen = [res[c.name] for c in cols], [sel[c.name] for c in cols]
@@ -280,27 +309,33 @@ def run_page(page, args, cfg, space, fl_space, model_cfg, params, test, select, 
 def main(argv=None):
   args, cfg = parse_args(argv)
   space, fl_space = _space(cfg), load_action_variant(args.fl_variant).space
+  fold = _fold_fl(args, space, fl_space)
   c, t = cfg.data.context_len, cfg.data.horizon
-  n_sel = args.select_blocks or args.blocks
-  est = _estimate(args, space, args.blocks, n_sel, c, t)
+  n_sel = args.select_blocks
+  est = _estimate(args, space, fold, args.blocks, n_sel, c, t)
   print(f"static Pareto on {cfg.model.source} ({cfg.name}): C={c}, T={t}, pages {args.pages}, "
         f"{args.blocks} test blocks ({cfg.data.eval}) + {n_sel} selection blocks ({args.select_split})\n"
-        f"  {est['columns_per_batch']} grid+baseline columns per batch, {args.fl_actions} FL columns; "
+        f"  {est['columns_per_batch']} columns per batch in the main call (FL spread "
+        f"{'included' if fold else 'in its own call'}); "
         f"{est['decode_row_steps']:,} decode row-steps + {est['prefill_tokens']:,} prefill tokens "
         f"~ {est['estimated_seconds'] / 60:.1f} min at {DECODE_ROW_STEPS_PER_S:.0f} row-steps/s and "
         f"{PREFILL_TOKENS_PER_S:.0f} tok/s, plus compilation")
+  if args.estimate_only:
+    return {"estimate": est}
   start = time.perf_counter()
   model_cfg, params = load_model(cfg.model.source, dtype=cfg.eval.dtype)
   tokenizer = load_tokenizer(cfg.model.source)
-  load = lambda name, n: text_blocks(name, tokenizer, cfg.block_len, data_dir=cfg.data.data_dir, max_blocks=n)
+  load = lambda name, n: text_blocks(name, tokenizer, cfg.block_len, data_dir=cfg.data.data_dir,
+                                     max_blocks=n)
   test, select = load(cfg.data.eval, args.blocks), load(args.select_split, n_sel)
-  for name, want, got in ((cfg.data.eval, args.blocks, len(test)), (args.select_split, n_sel, len(select))):
+  for name, want, got in ((cfg.data.eval, args.blocks, len(test)),
+                          (args.select_split, n_sel, len(select))):
     if got < want:
       print(f"  note: {name} has only {got} blocks of {cfg.block_len} tokens (asked for {want})")
   rows, pages, timings = [], {}, []
   for page in args.pages:
-    pages[page] = run_page(page, args, cfg, space, fl_space, model_cfg, params, test, select, rows,
-                           timings)
+    pages[page] = run_page(page, args, cfg, space, fl_space, fold, model_cfg, params, test, select,
+                           rows, timings)
   seconds = time.perf_counter() - start
 
   out = pathlib.Path(args.out)

@@ -4,7 +4,9 @@ A `Column` describes one schedule family; `evaluate_plan` runs any mix of
 columns over the same blocks in ONE harness call per batch (one shared dense
 prefill), through `MixedProvider` when a heuristic column is present.
 Generators are built fresh from each column's factory on every evaluation, so
-random trial i replays the same seed `trial_seed(i)` on every split.
+random trial i replays the same seed `trial_seed(i)` on every split. A column
+may index a smaller grid (`Column.grid`, e.g. 3L) than the execution grid (e.g.
+FL) as long as its levels are in it: its actions are translated by value.
 
 Best-of-N (spec §12.4, Q13): the reference picks the random trial with the
 lowest PPL on the very blocks it reports (an oracle). `best_of_n` selects on a
@@ -40,6 +42,7 @@ class Column:
   kind: str = "static"  # "static", "emc" or "dac"
   make: Optional[Callable[[], object]] = None  # -> generator with .next_batch(rows, T[, eff])
   targets: tuple[float, float, float] = _NO_TARGETS  # (κ*, ρ*, η*) for heuristics
+  grid: Optional[ActionSpace] = None  # the grid its actions index; None: the execution grid
 
   def __post_init__(self):
     if self.kind not in _KINDS:
@@ -51,14 +54,15 @@ class Column:
 def constant_columns(space: ActionSpace, actions: Optional[Sequence[int]] = None) -> list[Column]:
   """One column per constant action (all of the grid by default), named by its tag."""
   actions = range(space.num_actions) if actions is None else actions
-  return [Column(space.tags[a], make=lambda a=int(a): ConstantGenerator(a)) for a in actions]
+  return [Column(space.tags[a], make=lambda a=int(a): ConstantGenerator(a), grid=space) for a in actions]
 
 
 def fixed_columns(space: ActionSpace, targets: Sequence[Sequence[float]],
                   names: Optional[Sequence[str]] = None) -> list[Column]:
   """Fixed matched to each target triple (κ̄, ρ̄, η̄): one `FixedAllocator` per column."""
   names = names or [f"fixed {_fmt(t)}" for t in targets]
-  return [Column(n, make=lambda t=tuple(t): FixedAllocator(space, t)) for n, t in zip(names, targets)]
+  return [Column(n, make=lambda t=tuple(t): FixedAllocator(space, t), grid=space)
+          for n, t in zip(names, targets)]
 
 
 def random_columns(space: ActionSpace, targets: Sequence[float], trials: int,
@@ -68,12 +72,25 @@ def random_columns(space: ActionSpace, targets: Sequence[float], trials: int,
     raise ValueError(f"random trials must be >= 1, got {trials}.")
   prefix = prefix or f"random {_fmt(targets)}"
   return [Column(f"{prefix} trial {i}",
-                 make=lambda i=i: RandomScheduler(space, targets, trial_seed(i, base_seed)))
+                 make=lambda i=i: RandomScheduler(space, targets, trial_seed(i, base_seed)), grid=space)
           for i in range(trials)]
 
 
-def heuristic_columns(kind: str, targets: Sequence[Sequence[float]]) -> list[Column]:
-  return [Column(f"{kind} {_fmt(t)}", kind, targets=tuple(float(x) for x in t)) for t in targets]
+def heuristic_columns(kind: str, targets: Sequence[Sequence[float]],
+                      space: Optional[ActionSpace] = None) -> list[Column]:
+  """EMC or DAC at each target triple, choosing on `space` (None: the execution grid)."""
+  return [Column(f"{kind} {_fmt(t)}", kind, targets=tuple(float(x) for x in t), grid=space)
+          for t in targets]
+
+
+def index_map(src: ActionSpace, dst: ActionSpace) -> np.ndarray:
+  """[src.num_actions] index in `dst` of each `src` action, matched by (κ, ρ, b) value.
+
+  ValueError if some src level is not in dst (e.g. 3L -> FL works, FL -> 3L does not).
+  """
+  levels = zip(*src.levels_of(np.arange(src.num_actions)))
+  return np.asarray([dst.lookup(src.keep_fracs[i], src.prune_fracs[j], src.quant_bits[k])
+                     for i, j, k in levels], np.int32)
 
 
 def effective_steps(context_len: int, horizon: int, settings: ControlSettings) -> np.ndarray:
@@ -89,6 +106,8 @@ def evaluate_plan(params, cfg: ModelConfig, space: ActionSpace, settings: Contro
   if not columns:
     raise ValueError("evaluate_plan needs at least one column.")
   eff = effective_steps(context_len, horizon, settings)
+  maps = {g: index_map(g, space) for g in {c.grid for c in columns} if g not in (None, space)}
+  to_exec = [maps.get(c.grid) for c in columns]
   gens = [c.make() if c.make else None for c in columns]
   kind = jnp.asarray([_KINDS[c.kind] for c in columns], jnp.int32)
   targets = np.asarray([c.targets for c in columns], np.float32)
@@ -98,21 +117,28 @@ def evaluate_plan(params, cfg: ModelConfig, space: ActionSpace, settings: Contro
     for j, g in enumerate(gens):
       if g is not None:
         takes_eff = isinstance(g, (FixedAllocator, RandomScheduler))
-        out[:, j] = g.next_batch(rows, horizon, eff) if takes_eff else g.next_batch(rows, horizon)
+        acts = g.next_batch(rows, horizon, eff) if takes_eff else g.next_batch(rows, horizon)
+        out[:, j] = acts if to_exec[j] is None else to_exec[j][acts]
     return jnp.asarray(out)
 
-  if all(g is not None for g in gens):
+  heuristic_grids = {c.grid or space for c in columns if c.kind != "static"}
+  if not heuristic_grids:
     provider, inputs = StaticSchedule(), lambda _, rows: static(rows)
   else:
-    provider = MixedProvider(space)
-    inputs = lambda _, rows: MixedInputs(static(rows), jnp.broadcast_to(targets, (rows,) + targets.shape), kind)
+    if len(heuristic_grids) > 1:
+      raise ValueError("all heuristic columns of one plan must choose on the same grid.")
+    (grid,) = heuristic_grids
+    provider = MixedProvider(grid, None if grid == space else tuple(int(i) for i in maps[grid]))
+    inputs = lambda _, rows: MixedInputs(static(rows), jnp.broadcast_to(targets, (rows,) + targets.shape),
+                                         kind)
   return evaluate_columns(params, cfg, space, settings, blocks, context_len=context_len,
                           horizon=horizon, batch_size=batch_size, names=[c.name for c in columns],
                           batch_inputs=inputs, provider=provider, progress=progress, desc=desc)
 
 
 def fixed_matched(params, cfg: ModelConfig, space: ActionSpace, settings: ControlSettings,
-                  blocks: np.ndarray, targets: Sequence[Sequence[float]], **kwargs) -> list[ColumnResult]:
+                  blocks: np.ndarray, targets: Sequence[Sequence[float]],
+                  **kwargs) -> list[ColumnResult]:
   """Fixed matched to given realized averages (κ̄, ρ̄, η̄), one column per triple."""
   return evaluate_plan(params, cfg, space, settings, blocks, fixed_columns(space, targets), **kwargs)
 

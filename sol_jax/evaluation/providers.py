@@ -18,7 +18,7 @@ equals the block's effective steps left at each effective step (the count
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -90,8 +90,15 @@ class MixedInputs(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class MixedProvider:
-  """Static, EMC and DAC columns side by side in one controlled run."""
+  """Static, EMC and DAC columns side by side in one controlled run.
+
+  The heuristics choose on `space`; with `index_map` (space index -> index of
+  the harness's execution grid, which must contain `space`'s levels) their
+  choices are translated, so e.g. 3L heuristics run beside FL constants.
+  Static schedules are given in execution-grid indices.
+  """
   space: ActionSpace
+  index_map: Optional[tuple[int, ...]] = None
   gain: float = GAIN
   tol: float = TOL
   needs_entropy = True
@@ -110,6 +117,8 @@ class MixedProvider:
     signal = jnp.where(kind == EMC, ctx.entropy, ctx.drift)
     heuristic, state = _heuristic_act(self.space, state, signal, inputs.targets, ctx, self.gain,
                                       self.tol)
+    if self.index_map is not None:
+      heuristic = jnp.asarray(self.index_map, jnp.int32)[heuristic]
     static = jnp.take(inputs.actions, ctx.t, axis=2).astype(jnp.int32)
     return jnp.where(kind == STATIC, static, heuristic), state
 

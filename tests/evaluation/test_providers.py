@@ -27,6 +27,7 @@ CFG = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_layer
                   num_kv_heads=2, head_dim=8)
 B, K, C, T = 2, 4, 16, 10
 THREE = load_action_variant("3L").space
+FL = load_action_variant("FL").space
 TWO = load_action_variant("2L").space
 _prefill = jax.jit(decode.dense_prefill, static_argnums=(1, 3, 4))
 _step = jax.jit(decode.schedule_step, static_argnums=1)
@@ -145,22 +146,26 @@ def test_provider_matches_offline_schedule(params, blocks, kind):
 
 
 def test_mixed_provider_columns(params, blocks):
-  st = ST
+  # Heuristics choose on the 3L grid and execute on the FL grid (translated by value),
+  # as in the static Pareto experiment; static columns are FL indices.
+  st, fl = ST, FL
   eff = effective_mask(st)
   rng = np.random.default_rng(2)
   kind = np.array([STATIC, EMC, DAC, STATIC], np.int32)
-  static = rng.integers(0, THREE.num_actions, (B, K, T)).astype(np.int32)
+  static = rng.integers(0, fl.num_actions, (B, K, T)).astype(np.int32)
   targets = rng.uniform([0.1, 0.4, 0.3125], [1.0, 1.0, 1.0], (B, K, 3)).astype(np.float32)
-  out = run(params, blocks, MixedProvider(THREE), MixedInputs(jnp.asarray(static),
-            jnp.asarray(targets), jnp.asarray(kind)), THREE, st)
+  to_fl = bl.index_map(THREE, fl)
+  provider = MixedProvider(THREE, tuple(int(i) for i in to_fl))
+  out = run(params, blocks, provider, MixedInputs(jnp.asarray(static), jnp.asarray(targets),
+                                                  jnp.asarray(kind)), fl, st)
   actions = np.asarray(out["actions"])
-  rep = replay(params, blocks, actions, THREE, st)
+  rep = replay(params, blocks, actions, fl, st)
   np.testing.assert_allclose(np.asarray(out["nll"]), rep[-1], atol=2e-4)
   for col in (0, 3):
-    want = np.where(eff, static[:, col], THREE.forced_dense_index)
+    want = np.where(eff, static[:, col], fl.forced_dense_index)
     np.testing.assert_array_equal(actions[:, col], want)
   for col, name in ((1, "emc"), (2, "dac")):
-    want = offline(THREE, targets, signals(name, params, blocks, rep), eff)
+    want = to_fl[offline(THREE, targets, signals(name, params, blocks, rep), eff)]
     np.testing.assert_array_equal(actions[:, col], want[:, col], err_msg=name)
 
 
@@ -184,11 +189,12 @@ def test_evaluate_plan_columns_and_best_of_n(params):
   splits = [rng.integers(0, CFG.vocab_size, (2 * B, C + T + 1)).astype(np.int32) for _ in range(2)]
   st, eff = ST, effective_mask(ST)
   budget = (0.45, 0.7, 0.5)
-  # Four mixed columns: the same compiled harness as test_mixed_provider_columns.
+  # Four mixed 3L columns executed on the FL grid: the same compiled harness as
+  # test_mixed_provider_columns.
   columns = (bl.constant_columns(THREE, [THREE.dense_index]) + bl.random_columns(THREE, budget, 2)
-             + bl.heuristic_columns("emc", [budget]))
+             + bl.heuristic_columns("emc", [budget], THREE))
   kw = dict(context_len=C, horizon=T, batch_size=B, progress=False)
-  results = [bl.evaluate_plan(params, CFG, THREE, st, s, columns, **kw) for s in splits]
+  results = [bl.evaluate_plan(params, CFG, FL, st, s, columns, **kw) for s in splits]
   res = {r.name: r for r in results[1]}
   assert list(res) == [c.name for c in columns]
   # The dense column is the plain dense decode.
@@ -218,11 +224,22 @@ def test_evaluate_plan_columns_and_best_of_n(params):
   assert best.trials == 2 and best.max_ppl == max(r.ppl for r in rep)
 
 
+def test_index_map():
+  fl = FL
+  m = bl.index_map(THREE, fl)
+  np.testing.assert_array_equal(fl.kappa[m], THREE.kappa)
+  np.testing.assert_array_equal(fl.rho[m], THREE.rho)
+  np.testing.assert_array_equal(fl.bits[m], THREE.bits)
+  with pytest.raises(ValueError, match="not in the grid"):
+    bl.index_map(fl, THREE)
+
+
 def test_best_of_n_statistics():
   sel, rep = [3.0, 1.0, 2.0, 5.0], [10.0, 12.0, 9.0, 20.0]
   best = bl.best_of_n(sel, rep)
   assert (best.selected, best.selected_ppl, best.oracle, best.oracle_ppl) == (1, 12.0, 2, 9.0)
-  assert best.mean_ppl == pytest.approx(np.mean(rep)) and best.median_ppl == pytest.approx(np.median(rep))
+  assert best.mean_ppl == pytest.approx(np.mean(rep))
+  assert best.median_ppl == pytest.approx(np.median(rep))
   assert (best.min_ppl, best.max_ppl) == (9.0, 20.0)
   with pytest.raises(ValueError, match="same non-zero number"):
     bl.best_of_n([1.0], [1.0, 2.0])

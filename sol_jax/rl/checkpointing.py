@@ -1,18 +1,34 @@
-"""Orbax checkpoints of the train state and the grain iterator, with auto-resume."""
+"""Orbax checkpoints of the train state and the grain iterator, with auto-resume.
+
+Orbax stores no checksum of array data, so each save also writes a SHA-256 of
+every state leaf (`digest` item); restore recomputes it and refuses a mismatch.
+"""
 from __future__ import annotations
 
+import hashlib
 import pathlib
 from typing import Optional
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from sol_jax.rl.train_step import TrainState
 
 
+def state_digest(state: dict) -> str:
+  """SHA-256 over every leaf's path, dtype, shape and bytes."""
+  h = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+    arr = np.ascontiguousarray(jax.device_get(leaf))
+    h.update(f"{jax.tree_util.keystr(path)}|{arr.dtype}|{arr.shape}|".encode())
+    h.update(arr.tobytes())
+  return h.hexdigest()
+
+
 class Checkpoints:
-  """CheckpointManager over `<run_dir>/checkpoints`: items `state` and `data`."""
+  """CheckpointManager over `<run_dir>/checkpoints`: items `state`, `digest` and `data`."""
 
   def __init__(self, run_dir: str | pathlib.Path, max_to_keep: Optional[int] = None):
     self.directory = pathlib.Path(run_dir).absolute() / "checkpoints"
@@ -25,23 +41,33 @@ class Checkpoints:
   def save(self, step: int, state: TrainState, iterator: grain.DatasetIterator) -> None:
     # Orbax writes to a temporary directory and renames it when complete, so an
     # interrupted save never looks like a checkpoint.
+    tree = state._asdict()
     self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state._asdict()),
+        state=ocp.args.StandardSave(tree),
+        digest=ocp.args.JsonSave({"sha256": state_digest(tree)}),
         data=grain.checkpoint.CheckpointSave(iterator)))
     self.manager.wait_until_finished()
 
-  def restore(self, step: int, template: TrainState, iterator: grain.DatasetIterator) -> TrainState:
+  def _fail(self, step: int, why: str) -> ValueError:
+    return ValueError(
+        f"checkpoint step {step} in {self.directory} could not be restored: {why}. It is corrupt "
+        f"or from an incompatible config: delete {self.directory / str(step)} to resume from an "
+        "earlier step, or use a new train.run_dir.")
+
+  def restore(self, step: int, template: TrainState,
+              iterator: Optional[grain.DatasetIterator] = None) -> TrainState:
+    """The train state at `step`; also rewinds `iterator` in place when given."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template._asdict())
+    items = {"state": ocp.args.StandardRestore(abstract), "digest": ocp.args.JsonRestore()}
+    if iterator is not None:
+      items["data"] = grain.checkpoint.CheckpointRestore(iterator)
     try:
-      restored = self.manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract),
-          data=grain.checkpoint.CheckpointRestore(iterator)))
+      restored = self.manager.restore(step, args=ocp.args.Composite(**items))
     except Exception as err:  # orbax raises several types for damaged files
-      raise ValueError(
-          f"checkpoint step {step} in {self.directory} could not be restored ({type(err).__name__}: "
-          f"{err}). It is corrupt or from an incompatible config: delete "
-          f"{self.directory / str(step)} to resume from an earlier step, or use a new "
-          "train.run_dir.") from err
+      first_line = (str(err).strip().splitlines() or [""])[0][:300]
+      raise self._fail(step, f"{type(err).__name__}: {first_line}") from None
+    if restored.digest.get("sha256") != state_digest(restored.state):
+      raise self._fail(step, "its data does not match the SHA-256 digest saved with it")
     return TrainState(**restored.state)
 
   def close(self) -> None:

@@ -1,6 +1,7 @@
 """The GRPO training loop: grain data, sharded jitted step, orbax resume, TensorBoard."""
 from __future__ import annotations
 
+import functools
 import pathlib
 import time
 from typing import Optional
@@ -123,6 +124,7 @@ def train(cfg: ExperimentConfig, lm, tokenizer=None, *, num_steps: Optional[int]
   return state
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def flush_leftover_gradients(setup: TrainSetup, state: TrainState) -> TrainState:
   """Applies a partly filled gradient accumulation once, as the reference does at epoch end."""
   updates, opt_state = flush_leftover(setup.optim, setup.rl.grad_accum, state.opt_state, state.params)

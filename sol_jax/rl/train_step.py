@@ -71,7 +71,8 @@ class TrainSetup:
 def init_train_state(setup: TrainSetup, seed: int) -> TrainState:
   rng, init_key = jax.random.split(jax.random.PRNGKey(seed))
   params = network.init_params(setup.policy, init_key)
-  return TrainState(params, setup.optimizer().init(params), jnp.zeros((), jnp.int32), rng)
+  opt_state = jax.jit(setup.optimizer().init)(params)  # one compile, not one per leaf op
+  return TrainState(params, opt_state, jnp.zeros((), jnp.int32), rng)
 
 
 def rollout(setup: TrainSetup, params, lm_params, blocks, targets, key):
@@ -134,7 +135,7 @@ def train_step(setup: TrainSetup, state: TrainState, lm_params, blocks):
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, *xs)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return (optax.apply_updates(params, updates), opt_state), dict(aux, loss=loss,
-                                                                   grad_norm=optax.global_norm(grads))
+                                                                   minibatch_grad_norm=optax.tree.norm(grads))
 
   (params, opt_state), mb_metrics = jax.lax.scan(update, (state.params, state.opt_state),
                                                  (perm, valid))

@@ -54,23 +54,28 @@ def main(argv=None):
   blocks = text_blocks(cfg.data.eval, tokenizer, c + t + 1, data_dir=cfg.data.data_dir,
                        max_blocks=cfg.data.eval_batches * cfg.data.eval_batch_size)
   agent = PolicyAgent(setup.policy, setup.space, t, greedy=True)
+  budgets = parse_budgets(args.budgets)
+  # One column per requested budget: the policy is conditioned on it (§12.1).
+  targets = jnp.asarray(budgets, jnp.float32)
+
+  def inputs(_, n):
+    return {"params": state.params, "targets": jnp.broadcast_to(targets, (n,) + targets.shape),
+            "rng": jax.random.PRNGKey(0)}
+
+  policy = schedule_eval.evaluate_columns(
+      params, model_cfg, setup.space, setup.settings, blocks, context_len=c, horizon=t,
+      batch_size=cfg.data.eval_batch_size, names=[f"policy {b}" for b in budgets],
+      batch_inputs=inputs, provider=agent, desc="policy")
+  realized = [(r.avg_keep_effective, r.avg_prune_keep, r.avg_quant_ratio) for r in policy]
+  fixed = baselines.evaluate_plan(
+      params, model_cfg, setup.space, setup.settings, blocks,
+      baselines.fixed_columns(setup.space, realized), context_len=c, horizon=t,
+      batch_size=cfg.data.eval_batch_size, desc="fixed")
   rows = []
-  for budget in parse_budgets(args.budgets):
-    def inputs(_, n, budget=budget):
-      return {"params": state.params, "targets": jnp.broadcast_to(jnp.asarray(budget, jnp.float32), (n, 1, 3)),
-              "rng": jax.random.PRNGKey(0)}
-    (policy,) = schedule_eval.evaluate_columns(
-        params, model_cfg, setup.space, setup.settings, blocks, context_len=c, horizon=t,
-        batch_size=cfg.data.eval_batch_size, names=[f"policy@{budget}"], batch_inputs=inputs,
-        provider=agent, desc=f"policy {budget}")
-    realized = (policy.avg_keep_effective, policy.avg_prune_keep, policy.avg_quant_ratio)
-    (fixed,) = baselines.evaluate_plan(
-        params, model_cfg, setup.space, setup.settings, blocks,
-        baselines.fixed_columns(setup.space, [realized]), context_len=c, horizon=t,
-        batch_size=cfg.data.eval_batch_size, desc="fixed")
-    for r in (policy, fixed):
+  for budget, p_res, f_res in zip(budgets, policy, fixed):
+    for r in (p_res, f_res):
       rows.append(dict(r.row(), requested=budget, checkpoint_step=step))
-      print(f"{r.name:>28}: PPL {r.ppl:.3f}  kappa {r.avg_keep_effective:.3f} rho {r.avg_prune_keep:.3f} "
+      print(f"{r.name:>40}: PPL {r.ppl:.3f}  kappa {r.avg_keep_effective:.3f} rho {r.avg_prune_keep:.3f} "
             f"eta {r.avg_quant_ratio:.3f}  net keep {r.net_keep:.3f}  rel FLOPs {r.relative_flops:.3f}")
   out = run_dir / f"eval_policy_step{step}"
   out.mkdir(parents=True, exist_ok=True)

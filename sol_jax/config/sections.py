@@ -1,0 +1,274 @@
+"""The experiment config sections: frozen, validated, hashable dataclasses.
+
+Defaults are the spec's (SOL_SPEC.md §0, SOL-J-FL-T16) except `model.source`,
+the small SmolLM2-135M, so that everything runs on a CPU.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal, Optional
+
+from sol_jax.config.fields import Section, ranged
+from sol_jax.efficiency.actions import parse_prune_tag, parse_quant_tag
+
+_FL_KEEP = tuple(round(0.1 * i, 1) for i in range(1, 11))
+_FL_PRUNE = tuple(f"s{p}" for p in range(40, 101, 5))
+_FL_QUANT = tuple(f"q{b}" for b in range(5, 17))
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelCfg(Section):
+  """The frozen LM: a registry name, a .gguf file, an HF dir or a Hub id."""
+  _name = "model"
+  source: str = "smollm2-135m"
+  dtype: Literal["float32", "bfloat16"] = "float32"  # training LM dtype (§3)
+
+  def _validate(self):
+    self._check(bool(self.source.strip()), "source", "must not be empty")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataCfg(Section):
+  """Text sources and block geometry (spec §6, §10, §12.1)."""
+  _name = "data"
+  data_dir: Optional[str] = None  # None: SOL_DATA_DIR, then ../shared/data
+  train: str = "train-corpus"
+  eval: str = "wikitext2-raw-test"
+  cache_dir: Optional[str] = None  # token cache; None: the data module default
+  context_len: int = ranged(1024, ">= 1")  # C, dense prefill
+  horizon: int = ranged(16, ">= 1")  # T, controlled steps per episode (reference rollout_len)
+  shuffle_seed: int = 1234
+  train_fraction: float = ranged(0.36, "(0, 1]")  # spec Q10: share of blocks used
+  eval_batch_size: int = ranged(16, ">= 1")
+  eval_batches: int = ranged(7, ">= 1")
+
+  @property
+  def block_len(self) -> int:
+    return self.context_len + self.horizon + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class ActionsCfg(Section):
+  """The joint action grid and the sparsity mechanism (spec §4, §5).
+
+  `variant` names a file in experiments/configs/actions/ whose keys fill this
+  section when loading; the lists here are always the resolved grid.
+  """
+  _name = "actions"
+  variant: Optional[str] = None
+  keep_fracs: tuple[float, ...] = ranged(_FL_KEEP, "(0, 1]")  # kappa levels
+  struct_prune_choices: tuple[str, ...] = _FL_PRUNE  # s{p}: keep p % of MLP inputs
+  quant_choices: tuple[str, ...] = _FL_QUANT  # q{b}: b-bit MLP output, q16 = off
+  sparsity_criteria: Literal["quest", "recency", "relevancy"] = "quest"
+  page_size: int = ranged(8, ">= 1")  # Quest page S
+  sink_tokens: int = ranged(4, ">= 0")  # Ts
+  window_tokens: int = ranged(2, ">= 0")  # Tw
+  quest_protect_sink_window: bool = False  # spec Q2 extension; reference: off
+
+  def _validate(self):
+    for field in ("keep_fracs", "struct_prune_choices", "quant_choices"):
+      levels = getattr(self, field)
+      self._check(len(levels) > 0, field, "needs at least one level")
+      self._check(len(set(levels)) == len(levels), field, "has duplicate levels")
+    self._check(1.0 in self.keep_fracs, "keep_fracs",
+                "must contain 1.0, the dense level forced on non-effective steps")
+    for field, parse in (("struct_prune_choices", parse_prune_tag),
+                         ("quant_choices", parse_quant_tag)):
+      for tag in getattr(self, field):
+        try:
+          parse(tag)
+        except ValueError as e:
+          self._check(False, field, str(e))
+
+  @property
+  def num_actions(self) -> int:
+    return len(self.keep_fracs) * len(self.struct_prune_choices) * len(self.quant_choices)
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyCfg(Section):
+  """The policy transformer (spec §8.2)."""
+  _name = "policy"
+  d_model: int = ranged(512, ">= 1")
+  num_heads: int = ranged(4, ">= 1")
+  num_layers: int = ranged(1, ">= 1")
+  mlp_ratio: int = ranged(4, ">= 1")
+  action_embed_dim: int = ranged(32, ">= 1")
+  scalar_embed_dim: int = ranged(64, ">= 1")  # scalar encoder 8 -> 64
+  budget_hidden_dim: int = ranged(32, ">= 1")  # budget head 3 -> 32 -> A
+  max_len: int = ranged(1024, ">= 1")  # learned positions; 512 for 3B/8B/Distil
+  temperature: float = ranged(1.3, "> 0")  # sampling and loss (spec Q9); eval greedy
+  layer_norm_eps: float = ranged(1e-5, "> 0")
+
+  def _validate(self):
+    self._check(self.d_model % self.num_heads == 0, "d_model",
+                f"must be divisible by num_heads={self.num_heads}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RLCfg(Section):
+  """GRPO rollouts, reward, penalty, advantages and buffering (spec §9)."""
+  _name = "rl"
+  num_rollouts: int = ranged(32, ">= 2")  # K (paper appendix: 16, spec Q3)
+  batch_size: int = ranged(8, ">= 1")  # B inputs per data batch
+  grad_accum: int = ranged(8, ">= 1")  # minibatches per optimizer step (spec Q4)
+  reward: Literal["loglik", "kl"] = "loglik"  # "kl" means task_w_kl = 1
+  task_w_kl: float = ranged(0.0, "[0, 1]")  # r = (1 - w) log p - w KL(dense || compressed)
+  reward_agg: Literal["sum", "max", "none"] = "sum"
+  reward_gamma: float = ranged(0.85, "[0, 1]")
+  grpo_level: Literal["process", "outcome"] = "process"
+  grpo_norm: Literal["center", "zscore"] = "center"
+  adv_whiten_global: bool = True
+  ppo_clip: float = ranged(0.2, "[0, 1)")
+  entropy_coef: float = ranged(0.05, ">= 0")
+  minibatch_decisions: int = ranged(512, ">= 1")  # minibatch = floor(512 / T) rollouts
+  target_buffer_decisions: int = ranged(2048, ">= 1")
+  alpha_kappa: float = ranged(100.0, ">= 0")
+  alpha_rho: float = ranged(100.0, ">= 0")
+  alpha_eta: float = ranged(200.0, ">= 0")
+  penalty_tolerance: float = ranged(0.02, ">= 0")  # dead zone of the squared penalty
+  # Target sampling (§9.1): a list wins over a range, a range over the default.
+  budget_kappa_list: Optional[tuple[float, ...]] = ranged(None, "[0, 1]")
+  budget_kappa_min: Optional[float] = ranged(0.1, "[0, 1]")
+  budget_kappa_max: Optional[float] = ranged(1.0, "[0, 1]")
+  budget_kappa_default: float = ranged(0.5, "[0, 1]")  # reference C_target
+  budget_rho_list: Optional[tuple[float, ...]] = ranged(None, "[0, 1]")
+  budget_rho_min: Optional[float] = ranged(0.4, "[0, 1]")
+  budget_rho_max: Optional[float] = ranged(1.0, "[0, 1]")
+  budget_rho_default: float = ranged(0.6, "[0, 1]")  # reference C_target_prune
+  budget_eta_list: Optional[tuple[float, ...]] = ranged(None, "[0, 1]")  # eta = bits/16
+  budget_eta_min: Optional[float] = ranged(0.3125, "[0, 1]")
+  budget_eta_max: Optional[float] = ranged(1.0, "[0, 1]")
+  budget_eta_default: float = ranged(0.4375, "[0, 1]")  # reference C_target_quant_bits 7
+  prefill_stale_budget_quirk: bool = False  # spec Q1 reproduction switch
+
+  def _validate(self):
+    self._check(self.reward == "loglik" or self.task_w_kl in (0.0, 1.0),
+                "task_w_kl", "conflicts with reward='kl' (which means w = 1)")
+    for axis in ("kappa", "rho", "eta"):
+      lst = getattr(self, f"budget_{axis}_list")
+      lo, hi = (getattr(self, f"budget_{axis}_{e}") for e in ("min", "max"))
+      self._check(lst is None or len(lst) > 0, f"budget_{axis}_list",
+                  "must be null or non-empty")
+      self._check((lo is None) == (hi is None), f"budget_{axis}_min",
+                  f"set budget_{axis}_min and _max together (or both null)")
+      self._check(lo is None or lo <= hi, f"budget_{axis}_min", f"exceeds max={hi}")
+
+  @property
+  def kl_weight(self) -> float:
+    """The w of spec §9.2; > 0 needs the dense reference decode."""
+    return 1.0 if self.reward == "kl" else self.task_w_kl
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimCfg(Section):
+  """AdamW with PyTorch defaults, constant LR, global-norm clip (spec §9.7)."""
+  _name = "optim"
+  lr: float = ranged(1e-4, "> 0")
+  b1: float = ranged(0.9, "[0, 1)")
+  b2: float = ranged(0.999, "[0, 1)")
+  eps: float = ranged(1e-8, "> 0")
+  weight_decay: float = ranged(0.01, ">= 0")  # optax's default is 1e-4: set explicitly
+  max_grad_norm: float = ranged(2.0, "> 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainCfg(Section):
+  """Run control. One epoch only, as in the reference."""
+  _name = "train"
+  seed: int = 1234
+  num_steps: Optional[int] = ranged(None, ">= 1")  # data batches; None: one epoch
+  log_every: int = ranged(10, ">= 1")
+  checkpoint_every: Optional[int] = ranged(None, ">= 1")  # None: every 10 % of the run
+  run_dir: Optional[str] = None  # None: runs/<name>
+  keep_checkpoints: bool = True  # false: write no checkpoints (smoke runs)
+  max_to_keep: Optional[int] = ranged(None, ">= 1")  # None: keep all
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshCfg(Section):
+  """Device mesh axis sizes; -1 on `data` means all remaining devices."""
+  _name = "mesh"
+  data: int = -1
+  model: int = ranged(1, ">= 1")
+
+  def _validate(self):
+    self._check(self.data == -1 or self.data >= 1, "data", "must be -1 or >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalCfg(Section):
+  """Perplexity evaluation and the budget sweep (spec §12.1-12.2)."""
+  _name = "eval"
+  dtype: Literal["float32", "bfloat16"] = "bfloat16"  # eval reloads in bf16
+  greedy: bool = True
+  targets: tuple[tuple[float, float, float], ...] = ()  # (kappa, rho, bits); () = sweep
+  sweep_kappa: tuple[float, ...] = ranged(tuple(round(0.15 + 0.1 * i, 2) for i in range(9)),
+                                      "[0, 1]")
+  sweep_rho: tuple[float, ...] = ranged(tuple(round(0.4 + 0.1 * i, 1) for i in range(7)),
+                                    "[0, 1]")
+  sweep_bits: tuple[int, ...] = ranged(tuple(range(5, 14)), "[2, 16]")
+  fixed_baseline: bool = True
+  random_trials: int = ranged(1, ">= 0")  # trial i is seeded random_seed + i
+  random_seed: int = 1234
+
+  def _validate(self):
+    for kappa, rho, bits in self.targets:
+      self._check(0.0 <= kappa <= 1.0 and 0.0 <= rho <= 1.0 and 2 <= bits <= 16, "targets",
+                  f"{(kappa, rho, bits)}: need kappa, rho in [0, 1] and bits in [2, 16]")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig(Section):
+  """One experiment. Frozen and hashable (usable as a static jit argument)."""
+  name: str = "default"
+  description: str = ""
+  model: ModelCfg = dataclasses.field(default_factory=ModelCfg)
+  data: DataCfg = dataclasses.field(default_factory=DataCfg)
+  actions: ActionsCfg = dataclasses.field(default_factory=ActionsCfg)
+  policy: PolicyCfg = dataclasses.field(default_factory=PolicyCfg)
+  rl: RLCfg = dataclasses.field(default_factory=RLCfg)
+  optim: OptimCfg = dataclasses.field(default_factory=OptimCfg)
+  train: TrainCfg = dataclasses.field(default_factory=TrainCfg)
+  mesh: MeshCfg = dataclasses.field(default_factory=MeshCfg)
+  eval: EvalCfg = dataclasses.field(default_factory=EvalCfg)
+
+  def _validate(self):
+    t = self.data.horizon
+    for key, limit in (("policy.max_len", self.policy.max_len),
+                       ("rl.minibatch_decisions", self.rl.minibatch_decisions)):
+      if t > limit:  # one policy position per step; >= 1 rollout per minibatch
+        raise ValueError(f"config data.horizon={t} exceeds {key}={limit}")
+
+  @property
+  def block_len(self) -> int:
+    return self.data.block_len
+
+  @property
+  def minibatch_rollouts(self) -> int:
+    """Rollout sequences per minibatch, floor(512 / T) officially."""
+    return self.rl.minibatch_decisions // self.data.horizon
+
+  @property
+  def rollouts_per_batch(self) -> int:
+    return self.rl.batch_size * self.rl.num_rollouts
+
+
+def validate_mesh(cfg: ExperimentConfig, num_devices: int) -> tuple[int, int]:
+  """Resolves (data, model) mesh sizes; raises if the batch cannot be split."""
+  model = cfg.mesh.model
+  if num_devices % model:
+    raise ValueError(f"mesh.model={model} does not divide the {num_devices} devices")
+  data = num_devices // model if cfg.mesh.data == -1 else cfg.mesh.data
+  if data * model != num_devices:
+    raise ValueError(f"mesh data={data} x model={model} = {data * model} devices, "
+                     f"but {num_devices} are available; set mesh.data=-1 to use all")
+  if cfg.rl.batch_size % data:
+    raise ValueError(f"rl.batch_size={cfg.rl.batch_size} must be divisible by the data "
+                     f"axis ({data}) so each device holds whole inputs with their K "
+                     "rollouts; change rl.batch_size or mesh.data")
+  if cfg.minibatch_rollouts % data:
+    raise ValueError(f"a minibatch of floor(rl.minibatch_decisions / T) = "
+                     f"{cfg.minibatch_rollouts} rollouts does not split over the data "
+                     f"axis ({data}); change rl.minibatch_decisions or mesh.data")
+  return data, model

@@ -66,6 +66,18 @@ def test_end_to_end_logits(models):
   np.testing.assert_allclose(np.asarray(hidden), ref.hidden_states[-1].numpy(), atol=TOL, rtol=0)
 
 
+
+def test_prefill_spanning_several_query_tiles(models):
+  """Lengths past PREFILL_QUERY_CHUNK (ragged last tile) match the eager reference."""
+  model, cfg, params = models
+  length = 2 * llama.PREFILL_QUERY_CHUNK + 37
+  tokens = _tokens(batch=1, length=length, seed=3)
+  with torch.no_grad():
+    ref = model(torch.tensor(tokens)).logits.numpy()
+  logits, _, prefix = llama.prefill(params, cfg, jnp.asarray(tokens))
+  assert prefix.k.shape[3] == length
+  np.testing.assert_allclose(np.asarray(logits), ref, atol=TOL, rtol=0)
+
 def test_components(models):
   model, cfg, params = models
   hf_layer = model.model.layers[1]

@@ -22,13 +22,14 @@ from typing import Callable, Optional, Sequence, Union
 import jax.numpy as jnp
 import numpy as np
 
-from sol_jax.efficiency.actions import ActionSpace, is_effective
+from sol_jax.efficiency.actions import ActionSpace
 from sol_jax.efficiency.controls import ControlSettings
 from sol_jax.evaluation.fixed import FixedAllocator
 from sol_jax.evaluation.harness import StaticSchedule
 from sol_jax.evaluation.providers import DAC, EMC, STATIC, MixedInputs, MixedProvider
 from sol_jax.evaluation.random_schedules import BASE_SEED, RandomScheduler, trial_seed
-from sol_jax.evaluation.schedule_eval import ColumnResult, ConstantGenerator, evaluate_columns
+from sol_jax.evaluation.schedule_eval import (ColumnResult, ConstantGenerator, effective_steps,
+                                             evaluate_columns)
 from sol_jax.models.config import ModelConfig
 
 _KINDS = {"static": STATIC, "emc": EMC, "dac": DAC}
@@ -40,7 +41,7 @@ class Column:
   """One schedule column: a static generator factory, or a heuristic with targets."""
   name: str
   kind: str = "static"  # "static", "emc" or "dac"
-  make: Optional[Callable[[], object]] = None  # -> generator with .next_batch(rows, T[, eff])
+  make: Optional[Callable[[], object]] = None  # -> generator with .next_batch(rows, T, eff)
   targets: tuple[float, float, float] = _NO_TARGETS  # (κ*, ρ*, η*) for heuristics
   grid: Optional[ActionSpace] = None  # the grid its actions index; None: the execution grid
 
@@ -93,12 +94,6 @@ def index_map(src: ActionSpace, dst: ActionSpace) -> np.ndarray:
                      for i, j, k in levels], np.int32)
 
 
-def effective_steps(context_len: int, horizon: int, settings: ControlSettings) -> np.ndarray:
-  """[T] bool: which controlled steps may compress (spec §4.6)."""
-  kv_len = context_len + 1 + np.arange(horizon)
-  return np.asarray(is_effective(kv_len, settings.sink_tokens, settings.window_tokens))
-
-
 def evaluate_plan(params, cfg: ModelConfig, space: ActionSpace, settings: ControlSettings,
                   blocks: np.ndarray, columns: Sequence[Column], *, context_len: int, horizon: int,
                   batch_size: int, progress: bool = True, desc: str = "schedules") -> list[ColumnResult]:
@@ -116,8 +111,7 @@ def evaluate_plan(params, cfg: ModelConfig, space: ActionSpace, settings: Contro
     out = np.full((rows, len(columns), horizon), space.forced_dense_index, np.int32)
     for j, g in enumerate(gens):
       if g is not None:
-        takes_eff = isinstance(g, (FixedAllocator, RandomScheduler))
-        acts = g.next_batch(rows, horizon, eff) if takes_eff else g.next_batch(rows, horizon)
+        acts = g.next_batch(rows, horizon, eff)
         out[:, j] = acts if to_exec[j] is None else to_exec[j][acts]
     return jnp.asarray(out)
 

@@ -15,7 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from sol_jax.efficiency import budget, flops
-from sol_jax.efficiency.actions import ActionSpace
+from sol_jax.efficiency.actions import ActionSpace, is_effective
 from sol_jax.efficiency.controls import ControlSettings
 from sol_jax.evaluation.harness import StaticSchedule, run_controlled
 from sol_jax.evaluation.perplexity import batches
@@ -71,10 +71,22 @@ def evaluate_columns(params, cfg: ModelConfig, space: ActionSpace, settings: Con
   return results
 
 
-def static_inputs(generators: Sequence, horizon: int) -> Callable[[int, int], jnp.ndarray]:
-  """Stacks K schedule generators (each `.next_batch(rows, T)`) into [B, K, T] inputs."""
+def effective_steps(context_len: int, horizon: int, settings: ControlSettings) -> np.ndarray:
+  """[T] bool: which controlled steps may compress (spec §4.6)."""
+  kv_len = context_len + 1 + np.arange(horizon)
+  return np.asarray(is_effective(kv_len, settings.sink_tokens, settings.window_tokens))
+
+
+def static_inputs(generators: Sequence, horizon: int,
+                  effective: Optional[np.ndarray] = None) -> Callable[[int, int], jnp.ndarray]:
+  """Stacks K schedule generators into [B, K, T] inputs.
+
+  Every generator has `.next_batch(rows, T, effective)`; `effective` [T] says
+  which steps may compress, so Fixed / Random spend their budget only there.
+  """
   def inputs(_, rows):
-    return jnp.asarray(np.stack([g.next_batch(rows, horizon) for g in generators], axis=1))
+    return jnp.asarray(np.stack([g.next_batch(rows, horizon, effective) for g in generators],
+                                axis=1))
   return inputs
 
 
@@ -82,5 +94,6 @@ def static_inputs(generators: Sequence, horizon: int) -> Callable[[int, int], jn
 class ConstantGenerator:
   action: int
 
-  def next_batch(self, rows: int, steps: int) -> np.ndarray:
+  def next_batch(self, rows: int, steps: int, effective=None) -> np.ndarray:
+    del effective  # the harness executes the dense action on non-effective steps
     return np.full((rows, steps), self.action, np.int32)

@@ -95,6 +95,19 @@ def test_fixed_skips_non_effective_steps():
   assert alloc.slots == eff.sum()
 
 
+
+def test_static_inputs_pass_the_effective_mask():
+  """Stacked generators see which steps may compress (short contexts: C <= Ts+Tw+1)."""
+  from sol_jax.efficiency.controls import ControlSettings
+  from sol_jax.evaluation.schedule_eval import ConstantGenerator, effective_steps, static_inputs
+  eff = effective_steps(4, 6, ControlSettings(sink_tokens=4, window_tokens=2))
+  assert eff.tolist() == [False] * 3 + [True] * 3  # kv_len 5..10 must exceed 4 + 2 + 1
+  targets = (0.45, 0.7, 0.5)
+  got = np.asarray(static_inputs([S.FixedAllocator(THREE, targets), ConstantGenerator(3)], 6,
+                                 eff)(0, 5))
+  np.testing.assert_array_equal(got[:, 0], S.FixedAllocator(THREE, targets).next_batch(5, 6, eff))
+  assert np.all(got[:, 0, :3] == THREE.forced_dense_index) and np.all(got[:, 1] == 3)
+
 # ----------------------------------------------------------------------------- Random
 
 @pytest.mark.parametrize("space,targets", [(THREE, (0.45, 0.7, 0.5)), (FL336, (0.52, 0.66, 0.71))])

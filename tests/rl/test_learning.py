@@ -49,7 +49,7 @@ import pytest
 from sol_jax import config as config_lib
 from sol_jax.evaluation.fixed import FixedAllocator
 from sol_jax.evaluation.harness import StaticSchedule, run_controlled
-from sol_jax.evaluation.schedule_eval import evaluate_columns, static_inputs
+from sol_jax.evaluation.schedule_eval import effective_steps, evaluate_columns, static_inputs
 from sol_jax.models import llama
 from sol_jax.models.config import ModelConfig
 from sol_jax.policy.agent import PolicyAgent
@@ -134,7 +134,7 @@ class _Rows:
   def __init__(self, actions: np.ndarray):
     self.actions, self.pos = actions, 0
 
-  def next_batch(self, rows: int, steps: int) -> np.ndarray:
+  def next_batch(self, rows: int, steps: int, effective=None) -> np.ndarray:
     out = self.actions[self.pos:self.pos + rows, :steps]
     self.pos += rows
     return out
@@ -170,7 +170,8 @@ def result(tmp_path_factory):
              "dense": _Rows(np.full_like(oracle, dense)),
              "sparse": _Rows(np.full_like(oracle, sparse))}
   results = evaluate_columns(lm_params, MODEL, space, settings, blocks, names=list(columns),
-                             batch_inputs=static_inputs(list(columns.values()), T), **kw)
+                             batch_inputs=static_inputs(list(columns.values()), T,
+                                                          effective_steps(C, T, settings)), **kw)
   # Per-step NLL of the constant columns (same shapes as above: a jit cache hit).
   const = np.stack([np.full_like(oracle, dense), np.full_like(oracle, sparse)], axis=1)
   nll = np.asarray(run_controlled(

@@ -106,6 +106,8 @@ def train(cfg: ExperimentConfig, lm, tokenizer=None, *, num_steps: Optional[int]
     t0 = time.perf_counter()
     state, metrics, actions = step_fn(state, lm_params, blocks)
     metrics = {k: float(v) for k, v in metrics.items()}
+    if not metrics["optimizer_steps"]:  # accumulation only: no clip happened
+      del metrics["grad_norm"]
     metrics["step_seconds"] = time.perf_counter() - t0
     metrics["lr"] = cfg.optim.lr  # constant (spec Q10)
     if step % cfg.train.log_every == 0 or step + 1 == total:

@@ -1,0 +1,102 @@
+"""Summarise a training run's TensorBoard scalars without TensorBoard's UI.
+
+  python -m experiments.training_curves runs/smollm2_3L_cpu [--out DIR] [--bins 8]
+
+Reads every event file under <run>/tb (a run resumed several times writes one
+per process), keeps the last value logged for each step, and writes
+<out>/training_curves.txt (binned means, one row per bin of steps) and
+<out>/training_curves.png (reward, penalty, entropy, budget gaps, realized vs
+requested budgets). --out defaults to the run directory.
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+AXES = ("kappa", "rho", "eta")
+TABLE_TAGS = ("reward", "penalty", "entropy", "loss", "grad_norm", *(f"gap/{a}" for a in AXES),
+              "step_seconds")
+
+
+def read_scalars(tb_dir: pathlib.Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """tag -> (steps, values), sorted by step; a step logged twice keeps its last value."""
+  files = sorted(tb_dir.glob("events.out.tfevents.*"))
+  if not files:
+    raise FileNotFoundError(f"no TensorBoard event files in {tb_dir}; pass the run directory "
+                            "that `python -m experiments.train` wrote (it holds tb/).")
+  merged: dict[str, dict[int, float]] = {}
+  for f in files:  # in creation order, so a resumed run's values win
+    acc = EventAccumulator(str(f), size_guidance={"scalars": 0})
+    acc.Reload()
+    for tag in acc.Tags()["scalars"]:
+      merged.setdefault(tag, {}).update((e.step, e.value) for e in acc.Scalars(tag))
+  return {tag: (np.array(sorted(d)), np.array([d[s] for s in sorted(d)]))
+          for tag, d in merged.items()}
+
+
+def binned_table(scalars, bins: int) -> str:
+  tags = [t for t in TABLE_TAGS if t in scalars]
+  last = max(int(scalars[t][0].max()) for t in tags)
+  edges = np.linspace(0, last, bins + 1).round().astype(int)
+  rows = [f"{'steps':>9} " + " ".join(f"{t:>12}" for t in tags)]
+  for lo, hi in zip(edges[:-1], edges[1:]):
+    cells = []
+    for t in tags:
+      steps, vals = scalars[t]
+      sel = (steps > lo) & (steps <= hi)
+      cells.append(f"{vals[sel].mean():12.4f}" if sel.any() else f"{'-':>12}")
+    rows.append(f"{f'{lo + 1}-{hi}':>9} " + " ".join(cells))
+  return "\n".join(rows) + "\n"
+
+
+def smoothed(series, window: int):
+  """(steps, moving mean over `window` batches), aligned to each window's last step."""
+  steps, values = series
+  window = max(1, min(window, len(values)))
+  return steps[window - 1:], np.convolve(values, np.ones(window) / window, mode="valid")
+
+
+def plot(scalars, path: pathlib.Path, window: int = 10) -> None:
+  fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+  for ax, tag in zip(axes[0], ("reward", "penalty", "entropy")):
+    ax.plot(*scalars[tag], alpha=0.3, color="C0")
+    ax.plot(*smoothed(scalars[tag], window), color="C0")
+    ax.set(title=tag, xlabel="data batch")
+  for ax, axis in zip(axes[1], AXES):
+    for i, kind in enumerate(("requested", "realized")):
+      ax.plot(*smoothed(scalars[f"{kind}/{axis}"], window), color=f"C{i}",
+              label=f"{kind} (mean of batch)")
+    ax.plot(*smoothed(scalars[f"gap/{axis}"], window), color="C3",
+            label="|realized - requested| per input")
+    ax.set(title=f"budget {axis} ({window}-batch moving mean)", xlabel="data batch")
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("run_dir", type=pathlib.Path)
+  p.add_argument("--out", type=pathlib.Path, default=None)
+  p.add_argument("--bins", type=int, default=8)
+  args = p.parse_args(argv)
+  scalars = read_scalars(args.run_dir / "tb")
+  out = args.out or args.run_dir
+  out.mkdir(parents=True, exist_ok=True)
+  table = binned_table(scalars, args.bins)
+  (out / "training_curves.txt").write_text(table)
+  plot(scalars, out / "training_curves.png")
+  print(table, end="")
+  print(f"wrote {out / 'training_curves.txt'} and {out / 'training_curves.png'}")
+
+
+if __name__ == "__main__":
+  main()

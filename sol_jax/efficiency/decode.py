@@ -25,7 +25,7 @@ def schedule_step(params, cfg: ModelConfig, tokens, prefix: PrefixCache, aux,
                   suffix: SuffixCache, controls: Controls):
   """One teacher-forced step for B inputs x K schedules.
 
-  tokens [B] (shared by the K schedules), suffix k/v [L, B, K, Hkv, T, dh],
+  tokens [B] (shared by the K schedules), suffix k/v [K, L, B, Hkv, T, dh],
   controls arrays [B, K] -> logits [B, K, V], hidden [B, K, D], new suffix.
   """
   step = lambda sfx, ctl: llama.decode_step(params, cfg, tokens, prefix, sfx, aux, ctl)

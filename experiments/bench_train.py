@@ -30,6 +30,7 @@ from sol_jax.rl.loop import make_setup
 from sol_jax.rl.targets import sample_targets
 
 MODULE = "experiments.bench_train"
+DEFAULT_CONFIG = "smollm2_3L_cpu"
 
 
 def child(cfg, steps: int) -> dict:
@@ -74,15 +75,14 @@ def main(argv=None):
   p.add_argument("--child", action="store_true")
   p.add_argument("rest", nargs="*")
   args = p.parse_args(argv)
-  rest = args.rest if args.rest and "=" not in args.rest[0] else ["smollm2_3L_cpu"] + args.rest
-  cfg = config_lib.config_from_argv(rest)
+  cfg = config_lib.config_from_argv(args.rest, default=DEFAULT_CONFIG)
   if args.child:
     print(json.dumps(child(cfg, args.steps)))
     return
   peak = bench_utils.matmul_peak_gflops()
   k = cfg.rl.num_rollouts
-  main_run = bench_utils.run_child(MODULE, [f"--steps={args.steps}", *rest])
-  double = bench_utils.run_child(MODULE, ["--steps=1", *rest, f"rl.num_rollouts={2 * k}"])
+  main_run = bench_utils.run_child(MODULE, [f"--steps={args.steps}", *args.rest])
+  double = bench_utils.run_child(MODULE, ["--steps=1", *args.rest, f"rl.num_rollouts={2 * k}"])
   peak = max(peak, bench_utils.matmul_peak_gflops())
   r = main_run
   rate = r["gflop_per_batch"] / r["step_s_median"]

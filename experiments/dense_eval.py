@@ -27,8 +27,7 @@ def main(argv=None):
   parser.add_argument("--out", default=None, help="JSON result path (default runs/dense_eval/...)")
   parser.add_argument("rest", nargs="*", help="[CONFIG] key=value ...")
   args = parser.parse_args(argv)
-  rest = args.rest if args.rest and "=" not in args.rest[0] else ["smollm2_3L_cpu"] + args.rest
-  cfg = config_lib.config_from_argv(rest)
+  cfg = config_lib.config_from_argv(args.rest, default="smollm2_3L_cpu")
   c, t = cfg.data.context_len, cfg.data.horizon
 
   model_cfg, params = load_model(cfg.model.source, dtype=cfg.eval.dtype)

@@ -24,7 +24,7 @@ from sol_jax.models.registry import load_model
 from sol_jax.models.tokenizer import load_tokenizer
 from sol_jax.policy.agent import PolicyAgent
 from sol_jax.rl.checkpointing import Checkpoints
-from sol_jax.rl.loop import make_setup
+from sol_jax.rl.loop import make_setup, run_directory
 from sol_jax.rl.train_step import init_train_state
 
 
@@ -38,17 +38,16 @@ def main(argv=None):
                  help="requested (kappa*, rho*, eta*) triples separated by ';'")
   p.add_argument("rest", nargs="*")
   args = p.parse_args(argv)
-  rest = args.rest if args.rest and "=" not in args.rest[0] else ["smollm2_3L_cpu"] + args.rest
-  cfg = config_lib.config_from_argv(rest)
+  cfg = config_lib.config_from_argv(args.rest, default="smollm2_3L_cpu")
   model_cfg, params = load_model(cfg.model.source, dtype=cfg.eval.dtype)
   tokenizer = load_tokenizer(cfg.model.source)
   setup = make_setup(cfg, model_cfg)
-  run_dir = pathlib.Path(cfg.train.run_dir or f"runs/{cfg.name}")
+  run_dir = run_directory(cfg)
   ckpt = Checkpoints(run_dir)
   step = ckpt.latest_step()
   if step is None:
     raise FileNotFoundError(f"no checkpoint in {ckpt.directory}; train first "
-                            f"(python -m experiments.train {rest[0]}) or set train.run_dir.")
+                            f"(python -m experiments.train {cfg.name}) or set train.run_dir.")
   state = ckpt.restore(step, init_train_state(setup, cfg.train.seed))
   c, t = cfg.data.context_len, cfg.data.horizon
   blocks = text_blocks(cfg.data.eval, tokenizer, c + t + 1, data_dir=cfg.data.data_dir,

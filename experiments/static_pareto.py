@@ -119,8 +119,7 @@ def parse_args(argv=None):
   if args.fl_actions < 0 or args.select_blocks < 1:
     p.error("--fl_actions must be >= 0 and --select_blocks >= 1")
   args.select_blocks = min(args.select_blocks, args.blocks)
-  rest = args.rest if args.rest and "=" not in args.rest[0] else [DEFAULT_CONFIG] + args.rest
-  return args, config_lib.config_from_argv(rest)
+  return args, config_lib.config_from_argv(args.rest, default=DEFAULT_CONFIG)
 
 
 # ----------------------------------------------------------------------------- schedules

@@ -25,9 +25,7 @@ def main(argv=None):
     print(__doc__)
     return
   parallel.initialize_distributed()
-  if not argv or "=" in argv[0]:
-    argv = ["smollm2_3L_cpu"] + argv
-  cfg = config_lib.config_from_argv(argv)
+  cfg = config_lib.config_from_argv(argv, default="smollm2_3L_cpu")
   lm = load_model(cfg.model.source, dtype=cfg.model.dtype)
   state = train(cfg, lm, load_tokenizer(cfg.model.source))
   print(f"done: {int(state.step)} data batches")

@@ -192,6 +192,11 @@ def test_overrides_types_lists_nested():
   assert C.config_from_argv([str(CONFIG_DIR / "base.yaml"), "rl.grad_accum=2"]
                             ).rl.grad_accum == 2
   assert C.config_from_argv(["rl.grad_accum=3"]).rl.grad_accum == 3
+  # Scripts name a default file used when argv starts with an override (or is empty).
+  via_default = C.config_from_argv(["rl.grad_accum=3"], default="smollm2_3L_cpu")
+  assert (via_default.name, via_default.rl.grad_accum) == ("smollm2_3L_cpu", 3)
+  assert C.config_from_argv([], default="smollm2_3L_cpu").name == "smollm2_3L_cpu"
+  assert C.config_from_argv(["base", "rl.grad_accum=2"], default="smollm2_3L_cpu").name != "smollm2_3L_cpu"
 
 
 def test_unknown_key_lists_valid_keys_and_suggests():

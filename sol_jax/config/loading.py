@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import pathlib
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import yaml
 
@@ -232,8 +232,14 @@ def load_config(path: str | pathlib.Path,
   return config_from_dict(merged)
 
 
-def config_from_argv(argv: Sequence[str]) -> ExperimentConfig:
-  """`[config.yaml, key=value, ...]` -> config; no file: defaults + overrides."""
+def config_from_argv(argv: Sequence[str], default: Optional[str] = None) -> ExperimentConfig:
+  """`[config.yaml, key=value, ...]` -> config.
+
+  Without a leading file name: the `default` config file if given (what the
+  experiment scripts use), else the dataclass defaults; overrides apply on top.
+  """
   if argv and "=" not in argv[0]:
     return load_config(argv[0], argv[1:])
+  if default is not None:
+    return load_config(default, argv)
   return apply_overrides(ExperimentConfig(), argv)

@@ -30,6 +30,11 @@ def action_space(cfg: ExperimentConfig) -> ActionSpace:
   return ActionSpace.from_config(a.keep_fracs, a.struct_prune_choices, a.quant_choices)
 
 
+def run_directory(cfg: ExperimentConfig) -> pathlib.Path:
+  """Where a run keeps checkpoints/ and tb/: train.run_dir, else runs/<config name>."""
+  return pathlib.Path(cfg.train.run_dir or f"runs/{cfg.name}")
+
+
 def make_setup(cfg: ExperimentConfig, model_cfg: ModelConfig) -> TrainSetup:
   if cfg.rl.prefill_stale_budget_quirk:
     raise ValueError("rl.prefill_stale_budget_quirk=true (reproducing the reference's stale Quest "
@@ -74,7 +79,7 @@ def train(cfg: ExperimentConfig, lm, tokenizer=None, *, num_steps: Optional[int]
   `num_steps` stops early (e.g. to test resuming) without changing the schedule.
   """
   model_cfg, lm_params = lm
-  run_dir = pathlib.Path(cfg.train.run_dir or f"runs/{cfg.name}")
+  run_dir = run_directory(cfg)
   mesh = parallel.make_mesh(cfg)  # validates the mesh against batch and K
   setup = make_setup(cfg, model_cfg)
   dataset = train_dataset(cfg, tokenizer, blocks)

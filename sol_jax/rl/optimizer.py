@@ -60,18 +60,16 @@ def stepped(state: optax.MultiStepsState) -> jax.Array:
   return jnp.logical_and(state.mini_step == 0, state.gradient_step > 0)
 
 
+def window_grad_norm(state: optax.MultiStepsState, grads: Params) -> jax.Array:
+  """Global norm of this accumulation window's mean gradient, `grads` included.
 
-def window_grad_norm(state: optax.MultiStepsState, grads: Params,
-                     grad_accum: int) -> tuple[jax.Array, jax.Array]:
-  """(norm, emits) for the call about to be made with `grads` on `state`.
-
-  `norm` is the global norm of the mean gradient of this accumulation window
-  including `grads`: on the emitting call (`emits`) it is exactly what the clip
-  inside MultiSteps sees (above max_grad_norm means the step was clipped).
+  Computed on the state *before* the call that adds `grads`: on a call that
+  steps (`stepped` of the new state) it is exactly what the clip inside
+  MultiSteps sees (above max_grad_norm means the step was clipped).
   """
   n = state.mini_step.astype(jnp.float32)
-  mean = jax.tree.map(lambda a, g: a + (g - a) / (n + 1.0), state.acc_grads, grads)
-  return optax.tree.norm(mean), state.mini_step + 1 >= grad_accum
+  return optax.tree.norm(jax.tree.map(lambda a, g: a + (g - a) / (n + 1.0), state.acc_grads, grads))
+
 
 def flush_leftover(optim_cfg: OptimCfg, grad_accum: int, state: optax.MultiStepsState,
                    params: Params) -> tuple[Params, optax.MultiStepsState]:

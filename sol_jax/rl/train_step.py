@@ -37,7 +37,7 @@ from sol_jax.policy import network
 from sol_jax.policy.agent import PolicyAgent
 from sol_jax.policy.observation import PolicyObs
 from sol_jax.rl import objectives
-from sol_jax.rl.optimizer import make_optimizer, window_grad_norm
+from sol_jax.rl.optimizer import make_optimizer, stepped, window_grad_norm
 from sol_jax.rl.targets import sample_targets
 
 
@@ -133,20 +133,21 @@ def train_step(setup: TrainSetup, state: TrainState, lm_params, blocks):
   def update(carry, xs):
     params, opt_state = carry
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, *xs)
-    window_norm, emits = window_grad_norm(opt_state, grads, setup.rl.grad_accum)
+    window_norm = window_grad_norm(opt_state, grads)
     updates, opt_state = optimizer.update(grads, opt_state, params)
+    emits = stepped(opt_state)
     return (optax.apply_updates(params, updates), opt_state), dict(
         aux, loss=loss, minibatch_grad_norm=optax.tree.norm(grads),
-        grad_norm=jnp.where(emits, window_norm, 0.0), optimizer_steps=emits.astype(jnp.float32))
+        step_grad_norm=jnp.where(emits, window_norm, 0.0), optimizer_steps=emits.astype(jnp.float32))
 
   (params, opt_state), mb_metrics = jax.lax.scan(update, (state.params, state.opt_state),
                                                  (perm, valid))
-  stepped = mb_metrics.pop("optimizer_steps").sum()
+  n_steps = mb_metrics.pop("optimizer_steps").sum()
+  step_norms = mb_metrics.pop("step_grad_norm")
   metrics = {k_: v.mean() for k_, v in mb_metrics.items()}
   # Pre-clip norm of the accumulated gradient, averaged over this batch's
   # optimizer steps (0 steps: the loop drops the tag).
-  metrics.update(optimizer_steps=stepped,
-                 grad_norm=mb_metrics["grad_norm"].sum() / jnp.maximum(stepped, 1.0))
+  metrics.update(optimizer_steps=n_steps, grad_norm=step_norms.sum() / jnp.maximum(n_steps, 1.0))
   metrics.update(
       reward=rewards.mean(), nll=out["nll"].mean(), penalty=terms.penalty.mean(),
       return_mean=terms.returns.mean(),

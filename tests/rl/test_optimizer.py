@@ -138,19 +138,23 @@ def test_window_grad_norm_is_what_the_clip_sees():
   params = _params()
   state = tx.init(params)
   for i, g in enumerate(grads):
-    norm, emits = opt_lib.window_grad_norm(state, g, accum)
+    norm = opt_lib.window_grad_norm(state, g)
+    _, new_state = tx.update(g, state, params)
+    emits = opt_lib.stepped(new_state)
     window = grads[i - i % accum:i + 1]
     flat = np.concatenate([np.ravel(sum(np.asarray(x) for x in leaf) / len(window))
                            for leaf in zip(*map(jax.tree.leaves, window))])
     assert bool(emits) == ((i + 1) % accum == 0)
     np.testing.assert_allclose(float(norm), np.linalg.norm(flat), rtol=1e-5)
     if emits:  # the reference accumulates backward(L / accum), then clips
-      ps = [torch.nn.Parameter(torch.zeros(np.shape(leaf[0]))) for leaf in zip(*map(jax.tree.leaves, window))]
-      for p_, leaf in zip(ps, zip(*map(jax.tree.leaves, window))):
+      leaves = list(zip(*map(jax.tree.leaves, window)))
+      ps = [torch.nn.Parameter(torch.zeros(np.shape(leaf[0]))) for leaf in leaves]
+      for p_, leaf in zip(ps, leaves):
         p_.grad = torch.tensor(sum(np.asarray(x) / accum for x in leaf))
       total = torch.nn.utils.clip_grad_norm_(ps, cfg.max_grad_norm)
       np.testing.assert_allclose(float(norm), float(total), rtol=1e-5)
-    _, state = tx.update(g, state, params)
+    state = new_state
+
 
 def test_flush_with_nothing_pending_is_a_no_op():
   cfg = OptimCfg()

@@ -46,8 +46,10 @@ def child(cfg, steps: int) -> dict:
   state, metrics, _ = step_fn(state, lm_params, batches[0])
   jax.block_until_ready(metrics)
   first = time.perf_counter() - start
-  times = []
+  times, peaks = [], []
   for blocks in batches[1:]:
+    # The host's speed drifts within a run, so each step gets its own peak.
+    peaks.append(bench_utils.matmul_peak_gflops(repeats=3))
     start = time.perf_counter()
     state, metrics, _ = step_fn(state, lm_params, blocks)
     jax.block_until_ready(metrics)
@@ -63,6 +65,7 @@ def child(cfg, steps: int) -> dict:
   gflop = (flops.prefill_flops(model_cfg, c) * b
            + float(sum(flops.dense_decode_flops(model_cfg, c + 1 + i) for i in range(t))) * b * k) / 1e9
   return {"B": b, "K": k, "C": c, "T": t, "step_s_median": step_s, "step_s_all": times,
+          "peak_before_step": peaks,
           "first_step_s": first, "compile_s": first - step_s, "prefill_s": prefill_s,
           "rollout_s": rollout_s - prefill_s, "update_s": step_s - rollout_s,
           "jit_cache_entries": step_fn._cache_size(), "recompiles_after_first": step_fn._cache_size() - 1,
@@ -86,7 +89,10 @@ def main(argv=None):
   peak = max(peak, bench_utils.matmul_peak_gflops())
   r = main_run
   rate = r["gflop_per_batch"] / r["step_s_median"]
+  peak = max(peak, *r["peak_before_step"])
+  per_step = [f"{s:.2f} s @ {p:.0f}" for s, p in zip(r["step_s_all"], r["peak_before_step"])]
   print(f"fp32 matmul peak (same run): {peak:.1f} GFLOP/s")
+  print(f"timed steps (peak GFLOP/s measured just before each): {', '.join(per_step)}")
   print(f"B={r['B']} K={r['K']} T={r['T']} C={r['C']}: {r['step_s_median']:.2f} s per data batch "
         f"(prefill {r['prefill_s']:.2f} + rollout {r['rollout_s']:.2f} + update {r['update_s']:.2f}); "
         f"first step {r['first_step_s']:.1f} s (compile ~{r['compile_s']:.1f} s); "

@@ -20,7 +20,7 @@ import time
 import jax
 import numpy as np
 
-from experiments import bench_utils
+from experiments import DEFAULT_CONFIG, bench_utils
 from sol_jax import config as config_lib
 from sol_jax.efficiency import flops
 from sol_jax.efficiency.decode import dense_prefill
@@ -30,7 +30,6 @@ from sol_jax.rl.loop import make_setup
 from sol_jax.rl.targets import sample_targets
 
 MODULE = "experiments.bench_train"
-DEFAULT_CONFIG = "smollm2_3L_cpu"
 
 
 def child(cfg, steps: int) -> dict:

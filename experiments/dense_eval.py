@@ -12,8 +12,8 @@ import json
 import pathlib
 import time
 
-import jax.numpy as jnp
 
+from experiments import DEFAULT_CONFIG
 from sol_jax import config as config_lib
 from sol_jax.data import text_blocks
 from sol_jax.evaluation import hf_reference, perplexity
@@ -27,7 +27,7 @@ def main(argv=None):
   parser.add_argument("--out", default=None, help="JSON result path (default runs/dense_eval/...)")
   parser.add_argument("rest", nargs="*", help="[CONFIG] key=value ...")
   args = parser.parse_args(argv)
-  cfg = config_lib.config_from_argv(args.rest, default="smollm2_3L_cpu")
+  cfg = config_lib.config_from_argv(args.rest, default=DEFAULT_CONFIG)
   c, t = cfg.data.context_len, cfg.data.horizon
 
   model_cfg, params = load_model(cfg.model.source, dtype=cfg.eval.dtype)

@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import pathlib
 
 import jax
 import jax.numpy as jnp
 
+from experiments import DEFAULT_CONFIG
 from sol_jax import config as config_lib
 from sol_jax.data import text_blocks
 from sol_jax.evaluation import baselines, schedule_eval
@@ -38,7 +38,7 @@ def main(argv=None):
                  help="requested (kappa*, rho*, eta*) triples separated by ';'")
   p.add_argument("rest", nargs="*")
   args = p.parse_args(argv)
-  cfg = config_lib.config_from_argv(args.rest, default="smollm2_3L_cpu")
+  cfg = config_lib.config_from_argv(args.rest, default=DEFAULT_CONFIG)
   model_cfg, params = load_model(cfg.model.source, dtype=cfg.eval.dtype)
   tokenizer = load_tokenizer(cfg.model.source)
   setup = make_setup(cfg, model_cfg)

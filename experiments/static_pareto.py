@@ -38,6 +38,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
+from experiments import DEFAULT_CONFIG
 from sol_jax import config as config_lib
 from sol_jax.data import text_blocks
 from sol_jax.efficiency.actions import ActionSpace, load_action_variant
@@ -47,7 +48,6 @@ from sol_jax.models.registry import load_model
 from sol_jax.models.tokenizer import load_tokenizer
 from sol_jax.tracking import Tracker
 
-DEFAULT_CONFIG = "smollm2_3L_cpu"
 DEFAULT_BUDGETS = "0.35,0.6,0.375;0.5,0.7,0.5;0.8,0.9,0.75"
 MAX_GRID_ACTIONS = 128  # every grid action is a column; FL's 1560 would not fit a CPU run
 # Measured on the 2 shared CPU cores (SmolLM2-135M, fp32): used only for the up-front estimate.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 
+from experiments import DEFAULT_CONFIG
 from sol_jax import config as config_lib
 from sol_jax import parallel
 from sol_jax.models.registry import load_model
@@ -25,7 +26,7 @@ def main(argv=None):
     print(__doc__)
     return
   parallel.initialize_distributed()
-  cfg = config_lib.config_from_argv(argv, default="smollm2_3L_cpu")
+  cfg = config_lib.config_from_argv(argv, default=DEFAULT_CONFIG)
   lm = load_model(cfg.model.source, dtype=cfg.model.dtype)
   state = train(cfg, lm, load_tokenizer(cfg.model.source))
   print(f"done: {int(state.step)} data batches")

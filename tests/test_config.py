@@ -8,7 +8,7 @@ import yaml
 from sol_jax import config as C
 from sol_jax.config import loading as config_loading
 
-CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "experiments" / "configs"
+CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "sol_jax" / "configs"
 ALL_YAMLS = sorted(CONFIG_DIR.glob("*.yaml"))
 
 FL_KEEP = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]

@@ -10,7 +10,7 @@ one pass per buffer, no reference-policy KL, no value loss, no dropout, no eval
 logit biases. Its inert `horizon` is not our `data.horizon`, which is its
 `rollout_len` (T).
 """
-from sol_jax.config.loading import (ACTIONS_DIR, CONFIG_DIR, REPO_ROOT, apply_overrides,
+from sol_jax.config.loading import (ACTIONS_DIR, CONFIG_DIR, apply_overrides,
                                     config_from_argv, config_from_dict, config_to_dict,
                                     config_to_flat_dict, config_to_yaml, load_config,
                                     parse_overrides, resolve_config_path)

@@ -2,7 +2,7 @@
 
 A YAML file may name parents with `base: other.yaml` (or a list, or
 `defaults: [...]`), relative to itself; parents merge first, field by field,
-and lists replace. `actions.variant: 3L` expands experiments/configs/actions/
+and lists replace. `actions.variant: 3L` expands sol_jax/configs/actions/
 3L.yaml into the layer that names it; that layer's own `actions.*` keys win.
 
 Overrides are parsed with `yaml.safe_load` (`rl.num_rollouts=32`,
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.resources
 import pathlib
 from typing import Any, Mapping, Optional, Sequence
 
@@ -20,8 +21,8 @@ import yaml
 
 from sol_jax.config.sections import ActionsCfg, ExperimentConfig
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-CONFIG_DIR = REPO_ROOT / "experiments" / "configs"
+# Shipped with the package (found from a non-editable install too).
+CONFIG_DIR = pathlib.Path(str(importlib.resources.files("sol_jax") / "configs"))
 ACTIONS_DIR = CONFIG_DIR / "actions"
 
 # Reference keys (spec §15) that this package deliberately does not have.
@@ -166,7 +167,7 @@ def _expand_variant(layer: Mapping) -> Mapping:
 
 
 def resolve_config_path(path: str | pathlib.Path) -> pathlib.Path:
-  """An existing file, or a name under experiments/configs (`.yaml` optional)."""
+  """An existing file, or a name under sol_jax/configs (`.yaml` optional)."""
   p = pathlib.Path(path)
   for cand in (p, CONFIG_DIR / p, CONFIG_DIR / f"{p}.yaml"):
     if cand.is_file():

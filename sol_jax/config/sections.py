@@ -51,7 +51,7 @@ class DataCfg(Section):
 class ActionsCfg(Section):
   """The joint action grid and the sparsity mechanism (spec §4, §5).
 
-  `variant` names a file in experiments/configs/actions/ whose keys fill this
+  `variant` names a file in sol_jax/configs/actions/ whose keys fill this
   section when loading; the lists here are always the resolved grid.
   """
   _name = "actions"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.resources
 import itertools
 import math
 import pathlib
@@ -25,7 +26,7 @@ AXES = ("token", "prune", "quant")
 MIN_BITS, MAX_BITS = 2, 16
 SPARSITY_CRITERIA = ("quest", "recency", "relevancy")
 # Variant YAMLs live in the repository, next to the experiment configs.
-VARIANT_DIR = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "configs" / "actions"
+VARIANT_DIR = pathlib.Path(str(importlib.resources.files("sol_jax") / "configs" / "actions"))
 _PRUNE_TAG = re.compile(r"s(\d+(?:\.\d+)?)")  # percent kept, e.g. s40 or s42.5
 _QUANT_TAG = re.compile(r"q(\d+)")
 _FRAC_TOL = 1e-6  # lookup tolerance for fractions given as floats

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo test test-unit test-slow lint format bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,11 +24,27 @@ demo: install
 test: install
 	$(PY) -m pytest -q $(ARGS)
 
+# The quick loop: everything but the integration (compile-heavy, end-to-end) and
+# slow tests. `make test` (CI) runs unit + integration.
+test-unit: install
+	$(PY) -m pytest -q -m "not slow and not integration" $(ARGS)
+
 test-slow: install
 	$(PY) -m pytest -q -m slow $(ARGS)
 
+# The benchmarks BUILD_NOTES cites: decode throughput, then seconds per GRPO batch.
 bench: install
-	$(PY) -m experiments.bench_dense $(ARGS)
+	$(PY) -m experiments.bench_decode $(ARGS)
+	$(PY) -m experiments.bench_train $(ARGS)
+
+# One style (ruff, configured in pyproject.toml); CI fails on any difference.
+lint: install
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 clean:
 	rm -rf $(VENV) runs

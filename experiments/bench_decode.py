@@ -1,15 +1,21 @@
 """Prefill and decode throughput of the frozen LM, dense and controlled.
 
-  python -m experiments.bench_decode [--batch 8] [--schedules 16] [--context 512]
+  python -m experiments.bench_decode [CONFIG] [key=value ...]
+  e.g.  ... smollm2_3L_cpu rl.batch_size=8 rl.num_rollouts=16 data.context_len=512
+            actions.page_size=8 'bench.decode_modes=[dense,controlled]'
 
-Each configuration runs in a fresh process so its peak RSS is its own. Every
+The model is model.source (in model.dtype), B = rl.batch_size, K = rl.num_rollouts,
+C = data.context_len, T = data.horizon, the grid and Quest page are the `actions`
+section's. Modes: prefill, then each of bench.decode_modes (dense; quest = Quest
+attention sparsity only; controlled = random actions of the grid on all three
+mechanisms); controlled also runs at each K of bench.memory_rollouts for the
+peak-RSS check. Each configuration runs in a fresh process so its peak RSS is its own. Every
 rate is also given as a fraction of an fp32 matmul peak measured in the same
 run (before and after; the max is used). FLOPs are analytic
 (sol_jax.efficiency.flops): XLA's cost analysis counts a scan body only once.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
@@ -17,13 +23,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import bench_utils
-from sol_jax.efficiency import decode, flops
-from sol_jax.efficiency.actions import load_action_variant
-from sol_jax.efficiency.controls import make_controls
-from sol_jax.models.registry import load_model
+from experiments import bench_utils, cli
+from sol_jax.efficiency import decode, flops, make_controls
+from sol_jax.models import load_model
+from sol_jax.rl import action_space
 
 MODULE = "experiments.bench_decode"
+KEYS = ("bench.decode_modes", "bench.memory_rollouts", "model.source", "model.dtype",
+        "rl.batch_size", "rl.num_rollouts", "data.context_len", "data.horizon", "actions.page_size",
+        "actions.keep_fracs", "actions.struct_prune_choices", "actions.quant_choices")
+MOVED = {"model": "model.source", "batch": "rl.batch_size", "schedules": "rl.num_rollouts",
+         "context": "data.context_len", "horizon": "data.horizon", "page_size": "actions.page_size",
+         "variant": "actions.variant", "modes": "bench.decode_modes",
+         "memory_schedules": "bench.memory_rollouts"}
 
 
 def _controlled_decode_fn(cfg, c, t, mode, page_size):
@@ -46,25 +58,26 @@ def _controlled_decode_fn(cfg, c, t, mode, page_size):
   return jax.jit(run)
 
 
-def child(args) -> dict:
-  cfg, params = load_model(args.model)
-  b, k, c, t = args.batch, args.schedules, args.context, args.horizon
+def child(exp, mode: str) -> dict:
+  cfg, params = load_model(exp.model.source, dtype=exp.model.dtype)
+  b, k, c, t = exp.rl.batch_size, exp.rl.num_rollouts, exp.data.context_len, exp.data.horizon
+  page_size = exp.actions.page_size
   rng = np.random.default_rng(0)
   blocks = jnp.asarray(rng.integers(0, cfg.vocab_size, (b, c + t + 1)), jnp.int32)
-  out = {"mode": args.mode, "B": b, "K": k, "C": c, "T": t}
-  prefill = jax.jit(lambda p, x: decode.dense_prefill(p, cfg, x[:, :c], "quest", args.page_size))
+  out = {"mode": mode, "B": b, "K": k, "C": c, "T": t}
+  prefill = jax.jit(lambda p, x: decode.dense_prefill(p, cfg, x[:, :c], "quest", page_size))
   out["prefill_s"] = bench_utils.best_time(prefill, params, blocks)
   out["prefill_tokens_per_s"] = b * c / out["prefill_s"]
   out["prefill_gflop"] = flops.prefill_flops(cfg, c) * b / 1e9
-  if args.mode != "prefill":
-    space = load_action_variant(args.variant).space
-    if args.mode == "quest":  # attention sparsity only
+  if mode != "prefill":
+    space = action_space(exp)
+    if mode == "quest":  # attention sparsity only
       kappa = rng.choice(np.unique(space.kappa), (b, k))
       rho, bits = np.ones((b, k)), np.full((b, k), 16)
     else:  # all three mechanisms, random actions of the grid
       a = rng.integers(0, space.num_actions, (b, k))
       kappa, rho, bits = space.kappa[a], space.rho[a], space.bits[a]
-    fn = _controlled_decode_fn(cfg, c, t, args.mode, args.page_size)
+    fn = _controlled_decode_fn(cfg, c, t, mode, page_size)
     total = bench_utils.best_time(fn, params, blocks, jnp.asarray(kappa, jnp.float32),
                                   jnp.asarray(rho, jnp.float32), jnp.asarray(bits, jnp.int32))
     out["decode_s"] = total - out["prefill_s"]
@@ -76,30 +89,20 @@ def child(args) -> dict:
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__)
-  p.add_argument("--model", default="smollm2-135m")
-  p.add_argument("--batch", type=int, default=8)
-  p.add_argument("--schedules", type=int, default=16)
-  p.add_argument("--context", type=int, default=512)
-  p.add_argument("--horizon", type=int, default=16)
-  p.add_argument("--page_size", type=int, default=8)
-  p.add_argument("--variant", default="3L")
-  p.add_argument("--modes", default="dense,quest,controlled")
-  p.add_argument("--mode", default="dense")
-  p.add_argument("--memory_schedules", default="16,32", help="K values for the memory check")
-  p.add_argument("--child", action="store_true")
-  args = p.parse_args(argv)
-  if args.child:
-    print(json.dumps(child(args)))
+  cmd = cli.parse(argv, __doc__, KEYS, internal=("--child",), moved=MOVED)
+  cfg = cmd.cfg
+  if "--child" in cmd.internal:  # one configuration, in its own process
+    print(json.dumps(child(cfg, cmd.internal["--child"])))
     return
-  common = [f"--{n}={getattr(args, n)}" for n in
-            ("model", "batch", "context", "horizon", "page_size", "variant")]
+  run = lambda mode, k: bench_utils.run_child(
+      MODULE, [*cmd.config_args, f"rl.num_rollouts={k}"], mode)
+  schedules = cfg.rl.num_rollouts
   peak = bench_utils.matmul_peak_gflops()
-  rows = [bench_utils.run_child(MODULE, common + ["--mode=prefill", f"--schedules={args.schedules}"])]
-  for mode in args.modes.split(","):
-    for k in sorted({args.schedules, *map(int, args.memory_schedules.split(","))}):
-      if k == args.schedules or mode == "controlled":
-        rows.append(bench_utils.run_child(MODULE, common + [f"--mode={mode}", f"--schedules={k}"]))
+  rows = [run("prefill", schedules)]
+  for mode in cfg.bench.decode_modes:
+    for k in sorted({schedules, *cfg.bench.memory_rollouts}):
+      if k == schedules or mode == "controlled":
+        rows.append(run(mode, k))
   peak = max(peak, bench_utils.matmul_peak_gflops())
   print(f"fp32 matmul peak (same run): {peak:.1f} GFLOP/s")
   dense = next((r for r in rows if r["mode"] == "dense"), None)

@@ -1,6 +1,7 @@
 """Seconds per GRPO data batch, split into prefill / rollout / update.
 
-  python -m experiments.bench_train [CONFIG] [key=value ...] [--steps 4]
+  python -m experiments.bench_train [CONFIG] [key=value ...]
+  e.g.  ... smollm2_3L_cpu bench.steps=4 rl.num_rollouts=16
 
 Defaults to smollm2_3L_cpu (B=8, K=16, T=16, C=512, 3L, Quest page 8, fp32).
 Reports compile time, recompiles after the first step (jit cache size), peak
@@ -11,7 +12,6 @@ FLOPs in this simulation) + the LM head per row-step.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -20,16 +20,14 @@ import time
 import jax
 import numpy as np
 
-from experiments import DEFAULT_CONFIG, bench_utils
-from sol_jax import config as config_lib
-from sol_jax.efficiency import flops
-from sol_jax.efficiency.decode import dense_prefill
-from sol_jax.models.registry import load_model
-from sol_jax.rl import train_step as ts
-from sol_jax.rl.loop import make_setup
-from sol_jax.rl.targets import sample_targets
+from experiments import bench_utils, cli
+from sol_jax.efficiency import dense_prefill, flops
+from sol_jax.models import load_model
+from sol_jax.rl import init_train_state, make_setup, make_train_step, rollout, sample_targets
 
 MODULE = "experiments.bench_train"
+KEYS = ("bench.steps", "model.source", "model.dtype", "rl.batch_size", "rl.num_rollouts",
+        "data.context_len", "data.horizon", "train.seed")
 
 
 def child(cfg, steps: int) -> dict:
@@ -39,8 +37,8 @@ def child(cfg, steps: int) -> dict:
   rng = np.random.default_rng(0)
   batches = [rng.integers(0, model_cfg.vocab_size, (b, c + t + 1)).astype(np.int32)
              for _ in range(steps + 1)]
-  state = ts.init_train_state(setup, cfg.train.seed)
-  step_fn = ts.make_train_step(setup)
+  state = init_train_state(setup, cfg.train.seed)
+  step_fn = make_train_step(setup)
   start = time.perf_counter()
   state, metrics, _ = step_fn(state, lm_params, batches[0])
   jax.block_until_ready(metrics)
@@ -58,7 +56,7 @@ def child(cfg, steps: int) -> dict:
                                                setup.settings.page_size))
   prefill_s = bench_utils.best_time(prefill, lm_params, batches[0], repeats=2)
   targets = sample_targets(jax.random.PRNGKey(0), cfg.rl, b)
-  roll = jax.jit(lambda p, lp, x, key: ts.rollout(setup, p, lp, x, targets, key)["nll"])
+  roll = jax.jit(lambda p, lp, x, key: rollout(setup, p, lp, x, targets, key).nll)
   rollout_s = bench_utils.best_time(roll, state.params, lm_params, batches[0], jax.random.PRNGKey(1),
                                     repeats=2)
   gflop = (flops.prefill_flops(model_cfg, c) * b
@@ -72,19 +70,16 @@ def child(cfg, steps: int) -> dict:
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__)
-  p.add_argument("--steps", type=int, default=4)
-  p.add_argument("--child", action="store_true")
-  p.add_argument("rest", nargs="*")
-  args = p.parse_args(argv)
-  cfg = config_lib.config_from_argv(args.rest, default=DEFAULT_CONFIG)
-  if args.child:
-    print(json.dumps(child(cfg, args.steps)))
+  cmd = cli.parse(argv, __doc__, KEYS, internal=("--child",), moved={"steps": "bench.steps"})
+  cfg = cmd.cfg
+  if "--child" in cmd.internal:  # the measurement, in its own process
+    print(json.dumps(child(cfg, cfg.bench.steps)))
     return
   peak = bench_utils.matmul_peak_gflops()
   k = cfg.rl.num_rollouts
-  main_run = bench_utils.run_child(MODULE, [f"--steps={args.steps}", *args.rest])
-  double = bench_utils.run_child(MODULE, ["--steps=1", *args.rest, f"rl.num_rollouts={2 * k}"])
+  main_run = bench_utils.run_child(MODULE, list(cmd.config_args))
+  double = bench_utils.run_child(MODULE, [*cmd.config_args, "bench.steps=1",
+                                          f"rl.num_rollouts={2 * k}"])
   peak = max(peak, bench_utils.matmul_peak_gflops())
   r = main_run
   rate = r["gflop_per_batch"] / r["step_s_median"]

@@ -39,8 +39,9 @@ def peak_rss_gb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
 
 
-def run_child(module: str, args: list[str]) -> dict:
-  """Runs `python -m module args --child` and parses its last stdout line as JSON."""
-  out = subprocess.run([sys.executable, "-m", module, *args, "--child"], check=True,
+def run_child(module: str, args: list[str], mode: str = "") -> dict:
+  """Runs `python -m module args --child[=mode]` and parses its last stdout line as JSON."""
+  child = f"--child={mode}" if mode else "--child"
+  out = subprocess.run([sys.executable, "-m", module, *args, child], check=True,
                        capture_output=True, text=True)
   return json.loads(out.stdout.strip().splitlines()[-1])

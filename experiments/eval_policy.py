@@ -1,44 +1,39 @@
 """Evaluate a trained policy against budget-matched Fixed at several requested budgets.
 
-  python -m experiments.eval_policy [CONFIG] [key=value ...] --budgets "0.3,0.6,0.5;0.6,0.8,0.6;0.9,1,0.9"
+  python -m experiments.eval_policy [CONFIG] [key=value ...]
+  e.g.  ... smollm2_3L_cpu 'eval.budgets=[[0.3,0.6,0.5],[0.6,0.8,10]]' data.eval_batches=0
 
-Loads the latest checkpoint of train.run_dir, runs the greedy policy (spec §12.1:
-fresh policy state per block, conditioned on the requested targets) on the
-evaluation blocks, then Fixed matched to the policy's *realized* averages
-(§12.3) on the same blocks. Writes a CSV + JSON next to the checkpoints.
+Loads the latest checkpoint of train.run_dir, runs the greedy policy (method §12.1:
+fresh policy state per block, conditioned on each of eval.budgets, η = bits/16 or
+bits) on data.eval_batches x data.eval_batch_size blocks (0 batches: all), then
+Fixed matched to the policy's *realized* averages (§12.3) on the same blocks.
+Writes a CSV + JSON next to the checkpoints. The run's saved config.yaml is
+used, with the key=value overrides on top (eval.*, data paths...).
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 
 import jax
 import jax.numpy as jnp
 
-from experiments import DEFAULT_CONFIG
-from sol_jax import config as config_lib
+from experiments import cli
+from sol_jax import evaluation
 from sol_jax.data import text_blocks
-from sol_jax.evaluation import baselines, schedule_eval
-from sol_jax.models.registry import load_model
-from sol_jax.models.tokenizer import load_tokenizer
-from sol_jax.policy.agent import PolicyAgent
-from sol_jax.rl.checkpointing import Checkpoints
-from sol_jax.rl.loop import make_setup, run_directory
-from sol_jax.rl.train_step import init_train_state
+from sol_jax.models import load_model, load_tokenizer
+from sol_jax.policy import PolicyAgent
+from sol_jax.rl import Checkpoints, evaluation_config, init_train_state, make_setup, run_directory
 
 
-def parse_budgets(text: str):
-  return [tuple(float(v) for v in item.split(",")) for item in text.split(";") if item.strip()]
+KEYS = ("eval.budgets", "eval.greedy", "eval.random_seed", "eval.dtype", "eval.progress",
+        "train.run_dir", "train.seed", "model.source", "data.data_dir", "data.eval",
+        "data.eval_batches", "data.eval_batch_size", "data.context_len", "data.horizon")
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-  p.add_argument("--budgets", default="0.3,0.6,0.5;0.6,0.8,0.6;0.9,1.0,0.9",
-                 help="requested (kappa*, rho*, eta*) triples separated by ';'")
-  p.add_argument("rest", nargs="*")
-  args = p.parse_args(argv)
-  cfg = config_lib.config_from_argv(args.rest, default=DEFAULT_CONFIG)
+  cfg = cli.parse(argv, __doc__, KEYS, moved={"budgets": "eval.budgets"},
+                  loader=evaluation_config).cfg
   model_cfg, params = load_model(cfg.model.source, dtype=cfg.eval.dtype)
   tokenizer = load_tokenizer(cfg.model.source)
   setup = make_setup(cfg, model_cfg)
@@ -51,25 +46,25 @@ def main(argv=None):
   state = ckpt.restore(step, init_train_state(setup, cfg.train.seed))
   c, t = cfg.data.context_len, cfg.data.horizon
   blocks = text_blocks(cfg.data.eval, tokenizer, c + t + 1, data_dir=cfg.data.data_dir,
-                       max_blocks=cfg.data.eval_batches * cfg.data.eval_batch_size)
-  agent = PolicyAgent(setup.policy, setup.space, t, greedy=True)
-  budgets = parse_budgets(args.budgets)
+                       max_blocks=cfg.data.eval_blocks)
+  agent = PolicyAgent(setup.policy, setup.space, t, greedy=cfg.eval.greedy)
+  budgets = cfg.eval.budgets
   # One column per requested budget: the policy is conditioned on it (§12.1).
   targets = jnp.asarray(budgets, jnp.float32)
+  seed = jax.random.PRNGKey(cfg.eval.random_seed)  # used only by a sampling policy
 
-  def inputs(_, n):
+  def inputs(batch, n):
     return {"params": state.params, "targets": jnp.broadcast_to(targets, (n,) + targets.shape),
-            "rng": jax.random.PRNGKey(0)}
+            "rng": jax.random.fold_in(seed, batch)}
 
-  policy = schedule_eval.evaluate_columns(
+  policy = evaluation.evaluate_columns(
       params, model_cfg, setup.space, setup.settings, blocks, context_len=c, horizon=t,
       batch_size=cfg.data.eval_batch_size, names=[f"policy {b}" for b in budgets],
-      batch_inputs=inputs, provider=agent, desc="policy")
+      batch_inputs=inputs, provider=agent, progress=cfg.eval.progress, desc="policy")
   realized = [(r.avg_keep_effective, r.avg_prune_keep, r.avg_quant_ratio) for r in policy]
-  fixed = baselines.evaluate_plan(
-      params, model_cfg, setup.space, setup.settings, blocks,
-      baselines.fixed_columns(setup.space, realized), context_len=c, horizon=t,
-      batch_size=cfg.data.eval_batch_size, desc="fixed")
+  fixed = evaluation.fixed_matched(
+      params, model_cfg, setup.space, setup.settings, blocks, realized, context_len=c, horizon=t,
+      batch_size=cfg.data.eval_batch_size, progress=cfg.eval.progress, desc="fixed")
   rows = []
   for budget, p_res, f_res in zip(budgets, policy, fixed):
     for r in (p_res, f_res):

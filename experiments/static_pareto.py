@@ -1,8 +1,8 @@
 """Static Pareto experiment: PPL vs net keep / relative FLOPs of content-blind and heuristic schedules.
 
   python -m experiments.static_pareto [CONFIG] [key=value ...] [--out runs/static_pareto]
-      [--pages 4,8] [--blocks 64] [--fl_actions 24] [--random_trials 8]
-      [--random_budgets "0.35,0.6,0.375;0.5,0.7,0.5;0.8,0.9,0.75"] [--select_split wikitext2-valid]
+  e.g.  ... smollm2_3L_cpu sweep.pages=[4,8] sweep.blocks=112 sweep.random_trials=8
+            'sweep.budgets=[[0.35,0.6,0.375],[0.5,0.7,8]]' sweep.estimate_only=true
 
 CONFIG defaults to smollm2_3L_cpu (SmolLM2-135M, C = 512, T = 16, report split
 `data.eval` = WikiText-2 raw test, read from `data.data_dir`). Per Quest page size:
@@ -13,18 +13,17 @@ CONFIG defaults to smollm2_3L_cpu (SmolLM2-135M, C = 512, T = 16, report split
   levels are all FL levels, so its schedules run on the FL grid, translated by
   value (a grid outside FL gets a second call for the spread);
 - the same random trials on the selection split, to pick best-of-N there and
-  report it on the test split, with the oracle (picked on test, spec Q13) beside it.
+  report it on the test split, with the oracle (picked on test, method Q13) beside it.
 
-Budgets are (κ*, ρ*, η*) with η* = bits/16 (a third value in 2..16 is read as bits).
-The spec protocol scores 112 blocks (7 x 16); the default 64 (4 x 16) test blocks
-and 32 selection blocks are what 2 shared CPU cores allow; pass --blocks 112 for
-the protocol amount.
-Outputs in --out: static_pareto.csv, static_pareto.png, summary.json and a
-TensorBoard run under tb/.
+Settings are the `sweep` config section (see --help). Budgets are (κ*, ρ*, η*)
+with η* = bits/16 (a third value in 2..16 is read as bits). The reference protocol
+scores 112 blocks (7 x 16); the default 64 (4 x 16) test blocks and 32 selection
+blocks are what 2 shared CPU cores allow; set sweep.blocks=112 for the protocol
+amount. Outputs in --out: static_pareto.csv, static_pareto.png, summary.json and
+a TensorBoard run under tb/.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import io
@@ -38,17 +37,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
-from experiments import DEFAULT_CONFIG
+from experiments import cli
 from sol_jax import config as config_lib
+from sol_jax import evaluation
 from sol_jax.data import text_blocks
-from sol_jax.efficiency.actions import ActionSpace, load_action_variant
-from sol_jax.efficiency.controls import ControlSettings
-from sol_jax.evaluation import baselines as bl
-from sol_jax.models.registry import load_model
-from sol_jax.models.tokenizer import load_tokenizer
+from sol_jax.efficiency import ActionSpace, ControlSettings, load_action_variant
+from sol_jax.models import load_model, load_tokenizer
 from sol_jax.tracking import Tracker
 
-DEFAULT_BUDGETS = "0.35,0.6,0.375;0.5,0.7,0.5;0.8,0.9,0.75"
 MAX_GRID_ACTIONS = 128  # every grid action is a column; FL's 1560 would not fit a CPU run
 # Measured on the 2 shared CPU cores (SmolLM2-135M, fp32): used only for the up-front estimate.
 DECODE_ROW_STEPS_PER_S = 220.0
@@ -60,66 +56,14 @@ MARKERS = {"constant-grid": "o", "constant-FL": "d", "fixed": "s", "random": "x"
            "random-best": "*", "random-oracle": "P", "emc": "^", "dac": "v"}
 
 
-# ----------------------------------------------------------------------------- arguments
-
-def _int_list(text: str) -> list[int]:
-  try:
-    values = [int(x) for x in text.split(",") if x.strip()]
-  except ValueError:
-    values = []
-  if not values or min(values) < 1:
-    raise argparse.ArgumentTypeError(f"{text!r}: give positive integers separated by commas, e.g. 4,8")
-  return values
-
-
-def parse_budgets(text: str) -> list[tuple[float, float, float]]:
-  """'k,r,e;k,r,e' -> [(κ*, ρ*, η*)]; a third value in 2..16 is bits (η = bits/16)."""
-  budgets = []
-  for item in filter(str.strip, text.split(";")):
-    try:
-      k, r, e = (float(x) for x in item.split(","))
-    except ValueError:
-      raise argparse.ArgumentTypeError(
-          f"budget {item!r}: expected three numbers kappa,rho,eta (eta = bits/16, or bits)") from None
-    if e > 1.0:
-      if e != int(e) or not 2 <= e <= 16:
-        raise argparse.ArgumentTypeError(
-            f"budget {item!r}: eta {e} is neither in (0, 1] nor bits in 2..16")
-      e /= 16.0
-    if not (0 < k <= 1 and 0 < r <= 1 and 0 < e <= 1):
-      raise argparse.ArgumentTypeError(f"budget {item!r}: kappa, rho and eta must be in (0, 1]")
-    budgets.append((k, r, e))
-  if not budgets:
-    raise argparse.ArgumentTypeError("give at least one budget, e.g. 0.5,0.7,0.5")
-  return budgets
-
-
-def parse_args(argv=None):
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("rest", nargs="*", help=f"[CONFIG (default {DEFAULT_CONFIG})] key=value ...")
-  p.add_argument("--out", default="runs/static_pareto", help="output directory")
-  p.add_argument("--pages", type=_int_list, default=[4, 8], help="Quest page sizes, e.g. 4,8")
-  p.add_argument("--blocks", type=int, default=64,
-                 help="test blocks (spec protocol: 112; default 64 for CPU time)")
-  p.add_argument("--select_blocks", type=int, default=32,
-                 help="selection-split blocks (default 32, at most --blocks)")
-  p.add_argument("--fl_actions", type=int, default=24,
-                 help="constant FL actions in the spread (0: none)")
-  p.add_argument("--fl_variant", default="FL", help="action variant of the spread")
-  p.add_argument("--random_budgets", type=parse_budgets, default=parse_budgets(DEFAULT_BUDGETS),
-                 help=f"'k,r,e;...' target tuples (default {DEFAULT_BUDGETS})")
-  p.add_argument("--random_trials", type=int, default=8, help="random trials per budget")
-  p.add_argument("--select_split", default="wikitext2-valid", help="split that picks best-of-N")
-  p.add_argument("--no_progress", action="store_true", help="no progress bars")
-  p.add_argument("--estimate_only", action="store_true", help="print the work estimate and exit")
-  args = p.parse_args(argv)
-  for name in ("blocks", "random_trials"):
-    if getattr(args, name) < 1:
-      p.error(f"--{name} must be >= 1")
-  if args.fl_actions < 0 or args.select_blocks < 1:
-    p.error("--fl_actions must be >= 0 and --select_blocks >= 1")
-  args.select_blocks = min(args.select_blocks, args.blocks)
-  return args, config_lib.config_from_argv(args.rest, default=DEFAULT_CONFIG)
+# The config keys this script reads, for --help; former flags -> their keys.
+KEYS = ("sweep", "model.source", "data.data_dir", "data.eval", "data.context_len", "data.horizon",
+        "data.eval_batch_size", "eval.dtype", "eval.random_seed", "eval.progress")
+MOVED = {"pages": "sweep.pages", "blocks": "sweep.blocks", "select_blocks": "sweep.select_blocks",
+         "fl_actions": "sweep.fl_actions", "fl_variant": "sweep.fl_variant",
+         "random_budgets": "sweep.budgets", "random_trials": "sweep.random_trials",
+         "select_split": "sweep.select_split", "no_progress": "eval.progress=false",
+         "estimate_only": "sweep.estimate_only=true"}
 
 
 # ----------------------------------------------------------------------------- schedules
@@ -158,7 +102,7 @@ def _space(cfg) -> ActionSpace:
   if space.num_actions > MAX_GRID_ACTIONS:
     raise ValueError(f"the config's grid has {space.num_actions} actions, each a column here; use a "
                      f"grid of at most {MAX_GRID_ACTIONS} (e.g. smollm2_3L_cpu); the FL grid is "
-                     "covered by --fl_actions.")
+                     "covered by sweep.fl_actions.")
   return space
 
 
@@ -171,22 +115,22 @@ def _row(page, method, result, budget=None, select_ppl=None) -> dict:
   return row
 
 
-def _fold_fl(args, space, fl_space) -> bool:
+def _fold_fl(sweep, space, fl_space) -> bool:
   """Whether the FL spread can share the main call (every grid level is an FL level)."""
-  if not args.fl_actions:
+  if not sweep.fl_actions:
     return False
   try:
-    bl.index_map(space, fl_space)
+    evaluation.index_map(space, fl_space)
   except ValueError:
     return False
   return True
 
 
-def _estimate(args, space, fold, n_test, n_sel, c, t) -> dict:
-  nb, nt = len(args.random_budgets), args.random_trials
-  k_main = space.num_actions + nb * (3 + nt) + (args.fl_actions if fold else 0)
-  steps = len(args.pages) * t * (n_test * (k_main + args.fl_actions * (not fold)) + n_sel * nb * nt)
-  tokens = len(args.pages) * c * (n_test * (1 + (args.fl_actions > 0 and not fold)) + n_sel)
+def _estimate(sweep, space, fold, n_test, n_sel, c, t) -> dict:
+  nb, nt, n_fl = len(sweep.budgets), sweep.random_trials, sweep.fl_actions
+  k_main = space.num_actions + nb * (3 + nt) + (n_fl if fold else 0)
+  steps = len(sweep.pages) * t * (n_test * (k_main + n_fl * (not fold)) + n_sel * nb * nt)
+  tokens = len(sweep.pages) * c * (n_test * (1 + (n_fl > 0 and not fold)) + n_sel)
   seconds = steps / DECODE_ROW_STEPS_PER_S + tokens / PREFILL_TOKENS_PER_S
   return {"columns_per_batch": k_main, "decode_row_steps": steps, "prefill_tokens": tokens,
           "estimated_seconds": round(seconds)}
@@ -252,36 +196,37 @@ def print_table(page, dense_ppl, budgets, per_budget, grid_rows):
 
 # ----------------------------------------------------------------------------- main
 
-def run_page(page, args, cfg, space, fl_space, fold, model_cfg, params, test, select, rows, timings):
+def run_page(page, cfg, space, fl_space, fold, model_cfg, params, test, select, rows, timings):
   settings = dataclasses.replace(ControlSettings.from_config(cfg.actions), page_size=page)
+  sweep = cfg.sweep
   kw = dict(context_len=cfg.data.context_len, horizon=cfg.data.horizon,
-            batch_size=cfg.data.eval_batch_size, progress=not args.no_progress)
+            batch_size=cfg.data.eval_batch_size, progress=cfg.eval.progress)
 
   def evaluate(grid, blocks, columns, desc):
     """One `evaluate_plan` call, timed (compilation included) for the summary."""
     start = time.perf_counter()
-    out = bl.evaluate_plan(params, model_cfg, grid, settings, blocks, columns, desc=desc, **kw)
+    out = evaluation.evaluate_plan(params, model_cfg, grid, settings, blocks, columns, desc=desc, **kw)
     timings.append({"call": desc, "seconds": round(time.perf_counter() - start, 1),
                     "decode_row_steps": len(blocks) * len(columns) * cfg.data.horizon,
                     "prefill_tokens": len(blocks) * cfg.data.context_len})
     return out
 
-  budgets, nt = args.random_budgets, args.random_trials
-  random_cols = [bl.random_columns(space, b, nt, cfg.eval.random_seed, prefix=f"random b{j}")
+  budgets, nt = sweep.budgets, sweep.random_trials
+  random_cols = [evaluation.random_columns(space, b, nt, cfg.eval.random_seed, prefix=f"random b{j}")
                  for j, b in enumerate(budgets)]
-  columns = (bl.constant_columns(space)
-             + bl.fixed_columns(space, budgets, [f"fixed b{j}" for j in range(len(budgets))])
+  columns = (evaluation.constant_columns(space)
+             + evaluation.fixed_columns(space, budgets, [f"fixed b{j}" for j in range(len(budgets))])
              + [c for cols in random_cols for c in cols]
              + [dataclasses.replace(c, name=f"{kind} b{j}") for kind in ("emc", "dac")
-                for j, c in enumerate(bl.heuristic_columns(kind, budgets, space))])
+                for j, c in enumerate(evaluation.heuristic_columns(kind, budgets, space))])
   # Named apart from the grid's columns: a 3L action is also an FL action with the same tag.
   fl_cols = [dataclasses.replace(c, name=f"FL {c.name}")
-             for c in bl.constant_columns(fl_space, fl_spread(fl_space, args.fl_actions))]
+             for c in evaluation.constant_columns(fl_space, fl_spread(fl_space, sweep.fl_actions))]
   main = evaluate(fl_space if fold else space, test, columns + (fl_cols if fold else []),
                   f"page {page}: grid + baselines" + (" + FL spread" if fold else ""))
   res = {r.name: r for r in main}
   sel = {r.name: r for r in evaluate(space, select, [c for cols in random_cols for c in cols],
-                                     f"page {page}: random on {args.select_split}")}
+                                     f"page {page}: random on {sweep.select_split}")}
   grid_rows = [_row(page, "constant-grid", res[space.tags[a]]) for a in range(space.num_actions)]
   rows += grid_rows
   if fl_cols and not fold:
@@ -290,7 +235,7 @@ def run_page(page, args, cfg, space, fl_space, fold, model_cfg, params, test, se
   per_budget = []
   for j, (b, cols) in enumerate(zip(budgets, random_cols)):
     report, chosen = [res[c.name] for c in cols], [sel[c.name] for c in cols]
-    best = bl.best_of_n(chosen, report)
+    best = evaluation.best_of_n(chosen, report)
     rows += [_row(page, "random", r, b, s.ppl) for r, s in zip(report, chosen)]
     rows.append(_row(page, "random-best", report[best.selected], b, best.selected_select_ppl))
     rows.append(_row(page, "random-oracle", report[best.oracle], b, chosen[best.oracle].ppl))
@@ -306,38 +251,40 @@ def run_page(page, args, cfg, space, fl_space, fold, model_cfg, params, test, se
 
 
 def main(argv=None):
-  args, cfg = parse_args(argv)
-  space, fl_space = _space(cfg), load_action_variant(args.fl_variant).space
-  fold = _fold_fl(args, space, fl_space)
+  cmd = cli.parse(argv, __doc__, KEYS, out="runs/static_pareto", moved=MOVED)
+  cfg = cmd.cfg
+  sweep = cfg.sweep
+  space, fl_space = _space(cfg), load_action_variant(sweep.fl_variant).space
+  fold = _fold_fl(sweep, space, fl_space)
   c, t = cfg.data.context_len, cfg.data.horizon
-  n_sel = args.select_blocks
-  est = _estimate(args, space, fold, args.blocks, n_sel, c, t)
-  print(f"static Pareto on {cfg.model.source} ({cfg.name}): C={c}, T={t}, pages {args.pages}, "
-        f"{args.blocks} test blocks ({cfg.data.eval}) + {n_sel} selection blocks ({args.select_split})\n"
+  n_test, n_sel = sweep.blocks, min(sweep.select_blocks, sweep.blocks)
+  est = _estimate(sweep, space, fold, n_test, n_sel, c, t)
+  print(f"static Pareto on {cfg.model.source} ({cfg.name}): C={c}, T={t}, pages {list(sweep.pages)}, "
+        f"{n_test} test blocks ({cfg.data.eval}) + {n_sel} selection blocks ({sweep.select_split})\n"
         f"  {est['columns_per_batch']} columns per batch in the main call (FL spread "
         f"{'included' if fold else 'in its own call'}); "
         f"{est['decode_row_steps']:,} decode row-steps + {est['prefill_tokens']:,} prefill tokens "
         f"~ {est['estimated_seconds'] / 60:.1f} min at {DECODE_ROW_STEPS_PER_S:.0f} row-steps/s and "
         f"{PREFILL_TOKENS_PER_S:.0f} tok/s, plus compilation")
-  if args.estimate_only:
+  if sweep.estimate_only:
     return {"estimate": est}
   start = time.perf_counter()
   model_cfg, params = load_model(cfg.model.source, dtype=cfg.eval.dtype)
   tokenizer = load_tokenizer(cfg.model.source)
   load = lambda name, n: text_blocks(name, tokenizer, cfg.block_len, data_dir=cfg.data.data_dir,
                                      max_blocks=n)
-  test, select = load(cfg.data.eval, args.blocks), load(args.select_split, n_sel)
-  for name, want, got in ((cfg.data.eval, args.blocks, len(test)),
-                          (args.select_split, n_sel, len(select))):
+  test, select = load(cfg.data.eval, n_test), load(sweep.select_split, n_sel)
+  for name, want, got in ((cfg.data.eval, n_test, len(test)),
+                          (sweep.select_split, n_sel, len(select))):
     if got < want:
       print(f"  note: {name} has only {got} blocks of {cfg.block_len} tokens (asked for {want})")
   rows, pages, timings = [], {}, []
-  for page in args.pages:
-    pages[page] = run_page(page, args, cfg, space, fl_space, fold, model_cfg, params, test, select,
-                           rows, timings)
+  for page in sweep.pages:
+    pages[page] = run_page(page, cfg, space, fl_space, fold, model_cfg, params, test, select, rows,
+                           timings)
   seconds = time.perf_counter() - start
 
-  out = pathlib.Path(args.out)
+  out = pathlib.Path(cmd.out)
   out.mkdir(parents=True, exist_ok=True)
   csv_text = _csv_text(rows)
   (out / "static_pareto.csv").write_text(csv_text)
@@ -346,12 +293,12 @@ def main(argv=None):
   fig = pareto_figure(rows, title)
   fig.savefig(out / "static_pareto.png", dpi=120)
   summary = {"config": config_lib.config_to_dict(cfg), "test_blocks": len(test),
-             "select_blocks": len(select), "select_split": args.select_split, "pages": pages,
-             "random_trials": args.random_trials, "fl_actions": args.fl_actions,
+             "select_blocks": len(select), "select_split": sweep.select_split, "pages": pages,
+             "random_trials": sweep.random_trials, "fl_actions": sweep.fl_actions,
              "estimate": est, "seconds": round(seconds, 1), "timings": timings,
              "best_of_n_note": "random-best is selected on the selection split and reported on the "
                                "test split; random-oracle is selected on the test split itself, as "
-                               "the reference does (spec Q13)."}
+                               "the reference does (method Q13)."}
   (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
   tb_dir = out / "tb" / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
   with Tracker(tb_dir) as tracker:

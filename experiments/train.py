@@ -2,7 +2,8 @@
 
   python -m experiments.train [CONFIG] [key=value ...]
 
-CONFIG defaults to smollm2_3L_cpu. Resumes automatically from the latest
+CONFIG defaults to smollm2_3L_cpu; every section of the config applies (--help
+lists the run-control keys). Resumes automatically from the latest
 checkpoint in train.run_dir (default runs/<config name>). TensorBoard logs go to
 <run_dir>/tb. Multi-host (Cloud TPU pods, multi-node GPU): run the same command
 on every host; sol_jax.parallel.initialize_distributed() reads the standard
@@ -10,23 +11,20 @@ environment (see its docstring).
 """
 from __future__ import annotations
 
-import sys
+import logging
 
-from experiments import DEFAULT_CONFIG
-from sol_jax import config as config_lib
+from experiments import cli
 from sol_jax import parallel
-from sol_jax.models.registry import load_model
-from sol_jax.models.tokenizer import load_tokenizer
-from sol_jax.rl.loop import train
+from sol_jax.models import load_model, load_tokenizer
+from sol_jax.rl import train
 
 
 def main(argv=None):
-  argv = list(sys.argv[1:] if argv is None else argv)
-  if argv and argv[0] in ("-h", "--help"):
-    print(__doc__)
-    return
+  cfg = cli.parse(argv, __doc__, ("train", "model.source", "model.dtype")).cfg
+  # The library logs through `logging` (process 0 only); show its INFO lines.
+  logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
+  logging.getLogger("sol_jax").setLevel(logging.INFO)
   parallel.initialize_distributed()
-  cfg = config_lib.config_from_argv(argv, default=DEFAULT_CONFIG)
   lm = load_model(cfg.model.source, dtype=cfg.model.dtype)
   state = train(cfg, lm, load_tokenizer(cfg.model.source))
   print(f"done: {int(state.step)} data batches")

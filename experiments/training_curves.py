@@ -1,16 +1,18 @@
 """Summarise a training run's TensorBoard scalars without TensorBoard's UI.
 
-  python -m experiments.training_curves runs/smollm2_3L_cpu [--out DIR] [--bins 8]
+  python -m experiments.training_curves [CONFIG] [key=value ...] [--out DIR]
+  e.g.  ... smollm2_3L_cpu eval.curve_bins=16     (the run of `experiments.train smollm2_3L_cpu`)
+        ... train.run_dir=runs/my_run
 
-Reads every event file under <run>/tb (a run resumed several times writes one
-per process), keeps the last value logged for each step, and writes
-<out>/training_curves.txt (binned means, one row per bin of steps) and
-<out>/training_curves.png (reward, penalty, entropy, budget gaps, realized vs
-requested budgets). --out defaults to the run directory.
+The run is the one training with the same config writes: train.run_dir, else
+runs/<config name>. Reads every event file under <run>/tb (a run resumed several
+times writes one per process), keeps the last value logged for each step, and
+writes <out>/training_curves.txt (binned means, eval.curve_bins rows of steps)
+and <out>/training_curves.png (reward, penalty, entropy, budget gaps, realized
+vs requested budgets). --out defaults to the run directory.
 """
 from __future__ import annotations
 
-import argparse
 import pathlib
 
 import matplotlib
@@ -19,6 +21,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from experiments import cli
+from sol_jax.rl import run_directory
 
 AXES = ("kappa", "rho", "eta")
 TABLE_TAGS = ("reward", "penalty", "entropy", "loss", "grad_norm", *(f"gap/{a}" for a in AXES),
@@ -83,15 +88,13 @@ def plot(scalars, path: pathlib.Path, window: int = 10) -> None:
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("run_dir", type=pathlib.Path)
-  p.add_argument("--out", type=pathlib.Path, default=None)
-  p.add_argument("--bins", type=int, default=8)
-  args = p.parse_args(argv)
-  scalars = read_scalars(args.run_dir / "tb")
-  out = args.out or args.run_dir
+  cmd = cli.parse(argv, __doc__, ("train.run_dir", "eval.curve_bins"), has_out=True,
+                  moved={"bins": "eval.curve_bins"})
+  run_dir = run_directory(cmd.cfg)
+  scalars = read_scalars(run_dir / "tb")
+  out = pathlib.Path(cmd.out) if cmd.out else run_dir
   out.mkdir(parents=True, exist_ok=True)
-  table = binned_table(scalars, args.bins)
+  table = binned_table(scalars, cmd.cfg.eval.curve_bins)
   (out / "training_curves.txt").write_text(table)
   plot(scalars, out / "training_curves.png")
   print(table, end="")

@@ -68,20 +68,6 @@ _LM_PARAM_AXES = {
 }
 
 
-def mesh_shape(mesh_cfg: Any, num_devices: int) -> tuple[int, int]:
-  """Resolves (data, model) sizes of a `MeshCfg`; data=-1 takes the rest."""
-  data, model = int(mesh_cfg.data), int(mesh_cfg.model)
-  if model < 1 or num_devices % model:
-    raise ValueError(f"mesh.model={model} does not divide the {num_devices} devices; "
-                     "pick a divisor of the device count")
-  if data == -1:
-    data = num_devices // model
-  if data < 1 or data * model != num_devices:
-    raise ValueError(f"mesh data={data} x model={model} = {data * model} devices, but "
-                     f"{num_devices} are available; set mesh.data=-1 to use all")
-  return data, model
-
-
 def make_mesh(mesh_cfg: Any, devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
   """A ("data", "model") mesh over `devices` (default: all, across hosts).
 
@@ -95,7 +81,7 @@ def make_mesh(mesh_cfg: Any, devices: Optional[Sequence[jax.Device]] = None) -> 
     from sol_jax import config as config_lib  # local: keep this module light
     shape = config_lib.validate_mesh(mesh_cfg, len(devices))
   else:
-    shape = mesh_shape(mesh_cfg, len(devices))
+    shape = mesh_cfg.axis_sizes(len(devices))
   return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 2, devices=devices)
 
 

@@ -16,8 +16,6 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 import jax
 import numpy as np
-import tensorboardX
-from tensorboardX import summary as tbx_summary
 
 from sol_jax.config import ExperimentConfig, config_to_flat_dict, config_to_yaml
 from sol_jax.efficiency.actions import ActionSpace
@@ -40,6 +38,8 @@ class Tracker:
     self._writer = None
     if self.enabled:
       self.logdir.mkdir(parents=True, exist_ok=True)
+      import tensorboardX  # pylint: disable=g-import-not-at-top  (1.3 s, pulls torch)
+
       self._writer = tensorboardX.SummaryWriter(
           str(self.logdir), flush_secs=flush_secs, max_queue=max_queue)
 
@@ -147,6 +147,8 @@ class Tracker:
       clean[str(key)] = value if isinstance(value, _HPARAM_TYPES) else str(value)
     metric_values = dict(metrics) if isinstance(metrics, Mapping) else {}
     tags = list(metric_values) if metric_values else [str(m) for m in metrics]
+    from tensorboardX import summary as tbx_summary  # pylint: disable=g-import-not-at-top
+
     exp, ssi, _ = tbx_summary.hparams(clean, {tag: 0.0 for tag in tags})
     writer = self._writer.file_writer
     writer.add_summary(exp)

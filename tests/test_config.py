@@ -1,6 +1,7 @@
 """Tests for sol_jax.config: YAML loading, overrides, validation, official variants."""
 import dataclasses
 import pathlib
+import typing
 
 import pytest
 import yaml
@@ -22,7 +23,7 @@ L1B, L3B = "meta-llama/Llama-3.2-1B", "meta-llama/Llama-3.2-3B"
 L8BI = "meta-llama/Llama-3.1-8B-Instruct"
 DISTIL = "deepseek-ai/DeepSeek-R1-Distill-Llama-8B"
 
-# SOL_SPEC.md §11.2, typed in by hand from the table:
+# docs/method.md §11.2, typed in by hand from the table:
 # model, criterion, page (None: unused), keep, prune, quant, A, C, T, K, B, accum,
 # Ts, Tw, budgets per axis (range (lo, hi) or set {v}), alphas.
 SPEC_11_2 = {
@@ -69,7 +70,7 @@ SPEC_11_2 = {
     "Quant_Q6Q16": (L1B, "recency", None, [1], ["s100"], ["q6", "q16"], 2, 1024, 16, 16,
                     8, 8, 4, 2, [{1}, {1}, (0.375, 1)], (0, 0, 200)),
 }
-# Spec §5 action-variant files (owned by the actions module) per official config.
+# Method §5 action-variant files (owned by the actions module) per official config.
 VARIANT_OF = {"All_Variantsv2": "2L", "All_Variantsv3": "3L", "All_VariantsvMax": "FL",
               "AV_V_R16": "FL336", "TokSparse_K10K100": "C-K10K100",
               "Prune_S30S100": "P-S30S100", "Quant_Q6Q16": "Q-Q6Q16"}
@@ -126,7 +127,7 @@ def test_official_yaml_matches_spec_table(name):
       "sum", "process", "center", "loglik")
   assert (rl.reward_gamma, rl.task_w_kl, rl.adv_whiten_global) == (0.85, 0.0, True)
   assert (rl.ppo_clip, rl.entropy_coef, cfg.policy.temperature) == (0.2, 0.05, 1.3)
-  assert (rl.minibatch_decisions, rl.target_buffer_decisions) == (512, 2048)
+  assert rl.minibatch_decisions == 512  # the buffer is one data batch (no 2048 key)
   assert (cfg.optim.lr, cfg.optim.max_grad_norm, cfg.optim.weight_decay) == (1e-4, 2.0, 0.01)
   assert (cfg.policy.d_model, cfg.policy.num_heads, cfg.policy.num_layers,
           cfg.policy.mlp_ratio, cfg.policy.action_embed_dim) == (512, 4, 1, 4, 32)
@@ -159,20 +160,44 @@ def test_defaults_are_spec_section_0():
   assert cfg.actions.page_size == 8 and cfg.actions.sparsity_criteria == "quest"
   assert (cfg.data.context_len, cfg.data.horizon, cfg.block_len) == (1024, 16, 1041)
   assert (cfg.rl.num_rollouts, cfg.rl.batch_size, cfg.rl.grad_accum) == (32, 8, 8)
-  assert cfg.minibatch_rollouts == 32 and cfg.rollouts_per_batch == 256
+  assert cfg.rl.minibatch_rollouts(cfg.data.horizon) == 32 and cfg.rollouts_per_batch == 256
   assert (cfg.rl.budget_eta_min, cfg.rl.budget_eta_default) == (5 / 16, 7 / 16)
   assert cfg.data.train_fraction == 0.36 and not cfg.actions.quest_protect_sink_window
   assert not cfg.rl.prefill_stale_budget_quirk
-  assert cfg.eval.sweep_kappa == pytest.approx([0.15 + 0.1 * i for i in range(9)])
-  assert cfg.eval.sweep_rho == pytest.approx([0.4 + 0.1 * i for i in range(7)])
-  assert list(cfg.eval.sweep_bits) == list(range(5, 14))
+  assert cfg.data.eval_blocks == 7 * 16 and cfg.eval.greedy
+
+
+def test_script_settings_keep_the_former_flag_defaults():
+  cfg = C.load_config("smollm2_3L_cpu")
+  assert cfg.eval.budgets == ((0.3, 0.6, 0.5), (0.6, 0.8, 0.6), (0.9, 1.0, 0.9))
+  sweep = cfg.sweep
+  assert (sweep.pages, sweep.blocks, sweep.select_blocks) == ((4, 8), 64, 32)
+  assert sweep.budgets == ((0.35, 0.6, 0.375), (0.5, 0.7, 0.5), (0.8, 0.9, 0.75))
+  assert (sweep.random_trials, sweep.fl_actions, sweep.fl_variant) == (8, 24, "FL")
+  assert (sweep.select_split, sweep.estimate_only) == ("wikitext2-valid", False)
+  assert cfg.bench.steps == 4 and cfg.bench.memory_rollouts == (16, 32)
+  assert cfg.bench.decode_modes == ("dense", "quest", "controlled")
+  assert (cfg.eval.curve_bins, cfg.eval.hf_check, cfg.eval.progress) == (8, True, True)
+
+
+def test_budget_bits_become_eta_and_round_trip(tmp_path):
+  cfg = C.load_config("smollm2_3L_cpu", ["sweep.budgets=[[0.5, 0.7, 8], [1, 1, 16], [0.2, 0.4, 1]]"])
+  assert cfg.sweep.budgets == ((0.5, 0.7, 0.5), (1.0, 1.0, 1.0), (0.2, 0.4, 1.0))
+  again = C.load_config(_write(tmp_path / "resolved.yaml", C.config_to_yaml(cfg)))
+  assert again == cfg and hash(again) == hash(cfg)
+
+
+def test_eval_batches_zero_means_every_block():
+  cfg = C.load_config("smollm2_3L_cpu", ["data.eval_batches=0"])
+  assert cfg.data.eval_blocks is None
+  assert C.load_config("smollm2_3L_cpu", ["data.eval_batches=2"]).data.eval_blocks == 32
 
 
 def test_overrides_types_lists_nested():
   cfg = C.load_config(CONFIG_DIR / "smollm2_3L_cpu.yaml", [
       "rl.num_rollouts=4", "model.dtype=bfloat16", "actions.keep_fracs=[0.2, 1.0]",
       "optim.lr=3e-4", "rl.adv_whiten_global=false", "data.data_dir=/tmp/x",
-      "eval.targets=[[0.5, 0.6, 7], [1, 1, 16]]", "rl.budget_kappa_list=[0.3,0.6]",
+      "eval.budgets=[[0.5, 0.6, 7], [1, 1, 16]]", "rl.budget_kappa_list=[0.3,0.6]",
       "train.num_steps=5", "--name=tiny"])
   assert cfg.rl.num_rollouts == 4 and isinstance(cfg.rl.num_rollouts, int)
   assert cfg.model.dtype == "bfloat16"
@@ -180,7 +205,7 @@ def test_overrides_types_lists_nested():
   assert cfg.optim.lr == 3e-4 and isinstance(cfg.optim.lr, float)
   assert cfg.rl.adv_whiten_global is False
   assert cfg.data.data_dir == "/tmp/x"
-  assert cfg.eval.targets == ((0.5, 0.6, 7.0), (1.0, 1.0, 16.0))
+  assert cfg.eval.budgets == ((0.5, 0.6, 7 / 16), (1.0, 1.0, 1.0))  # bits -> eta
   assert cfg.rl.budget_kappa_list == (0.3, 0.6)
   assert cfg.train.num_steps == 5 and cfg.name == "tiny"
   # Untouched fields keep the file's values; overrides are applied last.
@@ -242,7 +267,22 @@ def test_unknown_key_lists_valid_keys_and_suggests():
     ("actions.keep_fracs=[0.1, 0.5]", "must contain 1.0"),
     ("actions.keep_fracs=[0, 1.0]", r"must be in \(0, 1\]"),
     ("actions.keep_fracs=[1.0, 1.0]", "duplicate"),
-    ("eval.targets=[[0.5, 0.6, 17]]", "bits"),
+    ("eval.budgets=[[0.5, 0.6, 17]]", r"eval.budgets=.*bit-width in \[2, 16\]"),
+    ("eval.budgets=[[0.5, 0.6, 1.5]]", r"eval.budgets=.*eta 1.5"),
+    ("eval.budgets=[]", "eval.budgets=.*at least one"),
+    ("eval.budgets=[[0.5, 0.6]]", r"eval.budgets\[0\]: expected a list of 3"),
+    ("sweep.budgets=[[0, 0.6, 0.5]]", r"sweep.budgets=.*kappa and rho must be in \(0, 1\]"),
+    ("sweep.budgets=[[0.5, 0.6, 0]]", r"sweep.budgets=.*eta must be in \(0, 1\]"),
+    ("sweep.pages=[]", "sweep.pages=.*at least one"),
+    ("sweep.pages=[4, 0]", "sweep.pages=.*>= 1"),
+    ("sweep.random_trials=0", "sweep.random_trials=0: must be >= 1"),
+    ("sweep.fl_actions=-1", "sweep.fl_actions=-1: must be >= 0"),
+    ("sweep.fl_variant=XL", "sweep.fl_variant='XL': no action variant 'XL'"),
+    ("bench.decode_modes=[dense, fast]", r"bench.decode_modes\[1\]='fast' is not one of"),
+    ("bench.steps=0", "bench.steps=0: must be >= 1"),
+    ("eval.curve_bins=0", "eval.curve_bins=0: must be >= 1"),
+    ("data.eval_batches=-1", "data.eval_batches=-1: must be >= 0"),
+    ("actions.sparsity_criteria=topk", "not one of 'quest', 'recency', 'relevancy'"),
     ("data.horizon=2048", "policy.max_len"),
     ("policy.num_heads=3", "divisible"),
     ("rl.reward=kl", "conflicts"),  # needs task_w_kl in {0, 1}: set below
@@ -298,7 +338,7 @@ def test_action_variant_resolution(tmp_path, monkeypatch):
   monkeypatch.setattr(config_loading, "ACTIONS_DIR", actions_dir)
   _write(actions_dir / "two.yaml", {
       "keep_fracs": [0.3, 1.0], "struct_prune_choices": ["s50", "s100"],
-      "quant_choices": ["q4", "q16"], "page_size": 2})
+      "quant_choices": ["q4", "q16"], "sparsity_criteria": "quest", "page_size": 2})
   _write(tmp_path / "exp.yaml", {"actions": {"variant": "two", "page_size": 16}})
   cfg = C.load_config(tmp_path / "exp.yaml")
   assert cfg.actions.keep_fracs == (0.3, 1.0) and cfg.actions.quant_choices == ("q4", "q16")
@@ -312,6 +352,19 @@ def test_action_variant_resolution(tmp_path, monkeypatch):
   _write(actions_dir / "bad.yaml", {"keep_fracs": [1.0], "page_sise": 4})
   with pytest.raises(ValueError, match="did you mean 'page_size'"):
     C.load_config(tmp_path / "exp.yaml", ["actions.variant=bad"])
+  # The file is validated by the one variant parser (efficiency.actions.read_variant).
+  _write(actions_dir / "crit.yaml", {
+      "keep_fracs": [1.0], "struct_prune_choices": ["s100"], "quant_choices": ["q16"],
+      "sparsity_criteria": "topk", "page_size": 4})
+  with pytest.raises(ValueError, match=r"actions.variant='crit'.*sparsity_criteria='topk'"):
+    C.load_config(tmp_path / "exp.yaml", ["actions.variant=crit"])
+
+
+def test_one_tuple_of_sparsity_criteria():
+  from sol_jax.efficiency import actions, controls
+  hint = typing.get_type_hints(C.ActionsCfg)["sparsity_criteria"]
+  assert typing.get_args(hint) == actions.SPARSITY_CRITERIA
+  assert controls.SPARSITY_CRITERIA is actions.SPARSITY_CRITERIA
 
 
 def test_validate_mesh():

@@ -32,6 +32,7 @@ def eight():
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.integration
 def test_mesh_shapes_from_config(eight):
   m = eight["mesh"]
   assert m["devices"] == 8 and m["distinct_devices"] == 8
@@ -42,6 +43,7 @@ def test_mesh_shapes_from_config(eight):
   assert m["subset"] == {"data": 2, "model": 2}  # data=-1 over the 4 devices given
 
 
+@pytest.mark.integration
 def test_mesh_errors(eight):
   m = eight["mesh"]
   assert "data=3 x model=2 = 6 devices" in m["err_product"]
@@ -75,6 +77,7 @@ def _expected(replicate=()):
   return out
 
 
+@pytest.mark.integration
 def test_lm_param_shardings(eight):
   s = eight["sharding"]
   assert s["toy_2"] == _expected()
@@ -84,6 +87,7 @@ def test_lm_param_shardings(eight):
   assert s["toy_4_heads"] == _expected(replicate=("embed", "lm_head", "k_proj", "v_proj"))
 
 
+@pytest.mark.integration
 def test_logical_and_batch_shardings(eight):
   s = eight["sharding"]
   assert s["batch3"] == ["data", None, None]
@@ -92,6 +96,7 @@ def test_logical_and_batch_shardings(eight):
   assert s["replicated"] == []
 
 
+@pytest.mark.integration
 def test_shard_batch(eight):
   n = eight["numeric"]
   assert n["shard_batch_equal"] and n["shard_batch_spec"] == ["data", None, None]
@@ -99,6 +104,7 @@ def test_shard_batch(eight):
   assert "divisible by this process's 4 data shards" in n["shard_batch_err"]
 
 
+@pytest.mark.integration
 def test_sharded_jit_matches_unsharded(eight):
   n = eight["numeric"]
   assert n["mlp_err"] < 1e-5 and n["mlp_out_spec"] == ["data", None]
@@ -112,13 +118,13 @@ def test_sharded_jit_matches_unsharded(eight):
 
 
 def test_mesh_shape_resolution():
-  assert parallel.mesh_shape(config_lib.MeshCfg(), 16) == (16, 1)
-  assert parallel.mesh_shape(config_lib.MeshCfg(model=4), 16) == (4, 4)
-  assert parallel.mesh_shape(config_lib.MeshCfg(data=2, model=8), 16) == (2, 8)
+  assert config_lib.MeshCfg().axis_sizes(16) == (16, 1)
+  assert config_lib.MeshCfg(model=4).axis_sizes(16) == (4, 4)
+  assert config_lib.MeshCfg(data=2, model=8).axis_sizes(16) == (2, 8)
   with pytest.raises(ValueError, match="set mesh.data=-1"):
-    parallel.mesh_shape(config_lib.MeshCfg(data=2, model=2), 16)
+    config_lib.MeshCfg(data=2, model=2).axis_sizes(16)
   with pytest.raises(ValueError, match="does not divide"):
-    parallel.mesh_shape(config_lib.MeshCfg(model=3), 16)
+    config_lib.MeshCfg(model=3).axis_sizes(16)
 
 
 def test_single_device_everything_replicated():

@@ -34,8 +34,10 @@ def test_resumed_run_keeps_last_value_per_step(tmp_path):
   table = tc.binned_table(scalars, bins=2).splitlines()
   assert table[1].split()[0] == "1-10" and table[2].split()[0] == "11-20"
   assert float(table[1].split()[1]) == pytest.approx(np.mean(reward[:10]), abs=1e-4)
-  tc.main([str(tmp_path / "run"), "--bins", "2"])
+  tc.main([f"train.run_dir={tmp_path / 'run'}", "eval.curve_bins=2"])
   assert (tmp_path / "run" / "training_curves.png").stat().st_size > 10_000
+  written = (tmp_path / "run" / "training_curves.txt").read_text().splitlines()
+  assert [r.split()[0] for r in written[1:]] == ["1-10", "11-20"]  # eval.curve_bins rows
 
 
 def test_missing_event_files_is_one_clear_error(tmp_path):

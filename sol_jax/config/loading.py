@@ -19,13 +19,14 @@ from typing import Any, Mapping, Optional, Sequence
 
 import yaml
 
-from sol_jax.config.sections import ActionsCfg, ExperimentConfig
+from sol_jax.config.sections import ExperimentConfig
+from sol_jax.efficiency.actions import VARIANT_DIR as ACTIONS_DIR
+from sol_jax.efficiency.actions import read_variant
 
 # Shipped with the package (found from a non-editable install too).
 CONFIG_DIR = pathlib.Path(str(importlib.resources.files("sol_jax") / "configs"))
-ACTIONS_DIR = CONFIG_DIR / "actions"
 
-# Reference keys (spec §15) that this package deliberately does not have.
+# Reference keys (method §15) that this package deliberately does not have.
 _INERT = frozenset((
     "probe_metric future_mask_rule eps_rel eps_acc margin_soft_tau "
     "score_soft_tau algo grpo_quality_topq tr_kl_coef value_coef gamma "
@@ -37,7 +38,8 @@ _ALIASES = {
     "rollout_len": "data.horizon", "horizon": "data.horizon",
     "pi_temperature": "policy.temperature",
     "ppo_minibatch_size": "rl.minibatch_decisions",
-    "ppo_target_batch_size": "rl.target_buffer_decisions",
+    "ppo_target_batch_size": ("not a setting here: the RL buffer is always one data batch "
+                              "of B*K*T decisions (docs/method.md §9.7)"),
     "C_target": "rl.budget_kappa_default", "C_target_prune": "rl.budget_rho_default",
     "C_target_quant_bits": "rl.budget_eta_default (as bits/16)",
 }
@@ -49,7 +51,7 @@ _SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(ExperimentCon
 def _unknown_key(key: str, valid: Sequence[str], where: str) -> ValueError:
   if key in _INERT:
     why = (f"{key!r} is an inert key of the reference implementation "
-           "(SOL_SPEC.md §15) and is not supported by sol_jax")
+           "(docs/method.md §15) and is not supported by sol_jax")
   elif key in _ALIASES:
     why = f"unknown key {key!r}; the reference's {key} is {_ALIASES[key]}"
   else:
@@ -139,30 +141,22 @@ def _merge(base: Mapping, top: Mapping) -> dict:
   return out
 
 
-def _variant_file(name: str) -> pathlib.Path:
-  path = pathlib.Path(name)
-  if path.suffix in (".yaml", ".yml") and path.is_file():
-    return path
-  path = ACTIONS_DIR / f"{name}.yaml"
-  if not path.is_file():
-    have = sorted(p.stem for p in ACTIONS_DIR.glob("*.yaml"))
-    raise FileNotFoundError(
-        f"config actions.variant={name!r}: no file {path}. Available variants: "
-        f"{', '.join(have) or '(none)'}; or give the lists explicitly.")
-  return path
-
-
 def _expand_variant(layer: Mapping) -> Mapping:
-  """Fills `actions` from its named variant file; the layer's own keys win."""
+  """Fills `actions` from its named variant file; the layer's own keys win.
+
+  The file is parsed and validated by `efficiency.actions.read_variant`.
+  """
   actions = layer.get("actions")
   if not isinstance(actions, Mapping) or actions.get("variant") is None:
     return layer
-  path = _variant_file(str(actions["variant"]))
-  grid = _read_yaml(path)
-  valid = [f.name for f in dataclasses.fields(ActionsCfg) if f.name != "variant"]
-  for k in grid:
-    if k not in valid:
-      raise _unknown_key(str(k), valid, f"action variant file {path}")
+  name = str(actions["variant"])
+  try:
+    grid = read_variant(name, ACTIONS_DIR)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f"config actions.variant={name!r}: {e}; or give the lists "
+                            "explicitly.") from None
+  except ValueError as e:
+    raise ValueError(f"config actions.variant={name!r}: {e}") from None
   return {**layer, "actions": {**grid, **actions}}
 
 

@@ -1,6 +1,6 @@
 """The experiment config sections: frozen, validated, hashable dataclasses.
 
-Defaults are the spec's (SOL_SPEC.md §0, SOL-J-FL-T16) except `model.source`,
+Defaults are the reference's (docs/method.md §0, SOL-J-FL-T16) except `model.source`,
 the small SmolLM2-135M, so that everything runs on a CPU.
 """
 from __future__ import annotations
@@ -9,7 +9,8 @@ import dataclasses
 from typing import Literal, Optional
 
 from sol_jax.config.fields import Section, ranged
-from sol_jax.efficiency.actions import parse_prune_tag, parse_quant_tag
+from sol_jax.config.script_sections import BenchCfg, EvalCfg, SweepCfg
+from sol_jax.efficiency.actions import SPARSITY_CRITERIA, parse_prune_tag, parse_quant_tag
 
 _FL_KEEP = tuple(round(0.1 * i, 1) for i in range(1, 11))
 _FL_PRUNE = tuple(f"s{p}" for p in range(40, 101, 5))
@@ -29,7 +30,7 @@ class ModelCfg(Section):
 
 @dataclasses.dataclass(frozen=True)
 class DataCfg(Section):
-  """Text sources and block geometry (spec §6, §10, §12.1)."""
+  """Text sources and block geometry (method §6, §10, §12.1)."""
   _name = "data"
   data_dir: Optional[str] = None  # None: SOL_DATA_DIR, then ../shared/data
   train: str = "train-corpus"
@@ -38,18 +39,23 @@ class DataCfg(Section):
   context_len: int = ranged(1024, ">= 1")  # C, dense prefill
   horizon: int = ranged(16, ">= 1")  # T, controlled steps per episode (reference rollout_len)
   shuffle_seed: int = 1234
-  train_fraction: float = ranged(0.36, "(0, 1]")  # spec Q10: share of blocks used
+  train_fraction: float = ranged(0.36, "(0, 1]")  # method Q10: share of blocks used
   eval_batch_size: int = ranged(16, ">= 1")
-  eval_batches: int = ranged(7, ">= 1")
+  eval_batches: int = ranged(7, ">= 0")  # 0: every block of data.eval
 
   @property
   def block_len(self) -> int:
     return self.context_len + self.horizon + 1
 
+  @property
+  def eval_blocks(self) -> Optional[int]:
+    """Blocks of data.eval to score; None means all of them."""
+    return self.eval_batches * self.eval_batch_size or None
+
 
 @dataclasses.dataclass(frozen=True)
 class ActionsCfg(Section):
-  """The joint action grid and the sparsity mechanism (spec §4, §5).
+  """The joint action grid and the sparsity mechanism (method §4, §5).
 
   `variant` names a file in sol_jax/configs/actions/ whose keys fill this
   section when loading; the lists here are always the resolved grid.
@@ -59,11 +65,11 @@ class ActionsCfg(Section):
   keep_fracs: tuple[float, ...] = ranged(_FL_KEEP, "(0, 1]")  # kappa levels
   struct_prune_choices: tuple[str, ...] = _FL_PRUNE  # s{p}: keep p % of MLP inputs
   quant_choices: tuple[str, ...] = _FL_QUANT  # q{b}: b-bit MLP output, q16 = off
-  sparsity_criteria: Literal["quest", "recency", "relevancy"] = "quest"
+  sparsity_criteria: Literal[SPARSITY_CRITERIA] = "quest"
   page_size: int = ranged(8, ">= 1")  # Quest page S
   sink_tokens: int = ranged(4, ">= 0")  # Ts
   window_tokens: int = ranged(2, ">= 0")  # Tw
-  quest_protect_sink_window: bool = False  # spec Q2 extension; reference: off
+  quest_protect_sink_window: bool = False  # method Q2 extension; reference: off
 
   def _validate(self):
     for field in ("keep_fracs", "struct_prune_choices", "quant_choices"):
@@ -87,7 +93,7 @@ class ActionsCfg(Section):
 
 @dataclasses.dataclass(frozen=True)
 class PolicyCfg(Section):
-  """The policy transformer (spec §8.2)."""
+  """The policy transformer (method §8.2)."""
   _name = "policy"
   d_model: int = ranged(512, ">= 1")
   num_heads: int = ranged(4, ">= 1")
@@ -97,7 +103,7 @@ class PolicyCfg(Section):
   scalar_embed_dim: int = ranged(64, ">= 1")  # scalar encoder 8 -> 64
   budget_hidden_dim: int = ranged(32, ">= 1")  # budget head 3 -> 32 -> A
   max_len: int = ranged(1024, ">= 1")  # learned positions; 512 for 3B/8B/Distil
-  temperature: float = ranged(1.3, "> 0")  # sampling and loss (spec Q9); eval greedy
+  temperature: float = ranged(1.3, "> 0")  # sampling and loss (method Q9); eval greedy
   layer_norm_eps: float = ranged(1e-5, "> 0")
 
   def _validate(self):
@@ -107,11 +113,11 @@ class PolicyCfg(Section):
 
 @dataclasses.dataclass(frozen=True)
 class RLCfg(Section):
-  """GRPO rollouts, reward, penalty, advantages and buffering (spec §9)."""
+  """GRPO rollouts, reward, penalty, advantages and buffering (method §9)."""
   _name = "rl"
-  num_rollouts: int = ranged(32, ">= 2")  # K (paper appendix: 16, spec Q3)
+  num_rollouts: int = ranged(32, ">= 2")  # K (paper appendix: 16, method Q3)
   batch_size: int = ranged(8, ">= 1")  # B inputs per data batch
-  grad_accum: int = ranged(8, ">= 1")  # minibatches per optimizer step (spec Q4)
+  grad_accum: int = ranged(8, ">= 1")  # minibatches per optimizer step (method Q4)
   reward: Literal["loglik", "kl"] = "loglik"  # "kl" means task_w_kl = 1
   task_w_kl: float = ranged(0.0, "[0, 1]")  # r = (1 - w) log p - w KL(dense || compressed)
   reward_agg: Literal["sum", "max", "none"] = "sum"
@@ -122,7 +128,6 @@ class RLCfg(Section):
   ppo_clip: float = ranged(0.2, "[0, 1)")
   entropy_coef: float = ranged(0.05, ">= 0")
   minibatch_decisions: int = ranged(512, ">= 1")  # minibatch = floor(512 / T) rollouts
-  target_buffer_decisions: int = ranged(2048, ">= 1")
   alpha_kappa: float = ranged(100.0, ">= 0")
   alpha_rho: float = ranged(100.0, ">= 0")
   alpha_eta: float = ranged(200.0, ">= 0")
@@ -140,7 +145,7 @@ class RLCfg(Section):
   budget_eta_min: Optional[float] = ranged(0.3125, "[0, 1]")
   budget_eta_max: Optional[float] = ranged(1.0, "[0, 1]")
   budget_eta_default: float = ranged(0.4375, "[0, 1]")  # reference C_target_quant_bits 7
-  prefill_stale_budget_quirk: bool = False  # spec Q1 reproduction switch
+  prefill_stale_budget_quirk: bool = False  # method Q1 reproduction switch
 
   def _validate(self):
     self._check(self.reward == "loglik" or self.task_w_kl in (0.0, 1.0),
@@ -156,13 +161,17 @@ class RLCfg(Section):
 
   @property
   def kl_weight(self) -> float:
-    """The w of spec §9.2; > 0 needs the dense reference decode."""
+    """The w of method §9.2; > 0 needs the dense reference decode."""
     return 1.0 if self.reward == "kl" else self.task_w_kl
+
+  def minibatch_rollouts(self, horizon: int) -> int:
+    """Rollout sequences per minibatch, floor(512 / T) officially (method §9.7)."""
+    return max(1, self.minibatch_decisions // horizon)
 
 
 @dataclasses.dataclass(frozen=True)
 class OptimCfg(Section):
-  """AdamW with PyTorch defaults, constant LR, global-norm clip (spec §9.7)."""
+  """AdamW with PyTorch defaults, constant LR, global-norm clip (method §9.7)."""
   _name = "optim"
   lr: float = ranged(1e-4, "> 0")
   b1: float = ranged(0.9, "[0, 1)")
@@ -183,6 +192,9 @@ class TrainCfg(Section):
   run_dir: Optional[str] = None  # None: runs/<name>
   keep_checkpoints: bool = True  # false: write no checkpoints (smoke runs)
   max_to_keep: Optional[int] = ranged(None, ">= 1")  # None: keep all
+  # > 0: a jax.profiler trace of this many steps after the first (which compiles),
+  # written to <run_dir>/tb (TensorBoard's profile tab).
+  profile_steps: int = ranged(0, ">= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,27 +207,16 @@ class MeshCfg(Section):
   def _validate(self):
     self._check(self.data == -1 or self.data >= 1, "data", "must be -1 or >= 1")
 
-
-@dataclasses.dataclass(frozen=True)
-class EvalCfg(Section):
-  """Perplexity evaluation and the budget sweep (spec §12.1-12.2)."""
-  _name = "eval"
-  dtype: Literal["float32", "bfloat16"] = "bfloat16"  # eval reloads in bf16
-  greedy: bool = True
-  targets: tuple[tuple[float, float, float], ...] = ()  # (kappa, rho, bits); () = sweep
-  sweep_kappa: tuple[float, ...] = ranged(tuple(round(0.15 + 0.1 * i, 2) for i in range(9)),
-                                      "[0, 1]")
-  sweep_rho: tuple[float, ...] = ranged(tuple(round(0.4 + 0.1 * i, 1) for i in range(7)),
-                                    "[0, 1]")
-  sweep_bits: tuple[int, ...] = ranged(tuple(range(5, 14)), "[2, 16]")
-  fixed_baseline: bool = True
-  random_trials: int = ranged(1, ">= 0")  # trial i is seeded random_seed + i
-  random_seed: int = 1234
-
-  def _validate(self):
-    for kappa, rho, bits in self.targets:
-      self._check(0.0 <= kappa <= 1.0 and 0.0 <= rho <= 1.0 and 2 <= bits <= 16, "targets",
-                  f"{(kappa, rho, bits)}: need kappa, rho in [0, 1] and bits in [2, 16]")
+  def axis_sizes(self, num_devices: int) -> tuple[int, int]:
+    """(data, model) sizes over `num_devices`; data=-1 takes every device the model axis leaves."""
+    if num_devices % self.model:
+      raise ValueError(f"mesh.model={self.model} does not divide the {num_devices} devices; "
+                       "pick a divisor of the device count")
+    data = num_devices // self.model if self.data == -1 else self.data
+    if data * self.model != num_devices:
+      raise ValueError(f"mesh data={data} x model={self.model} = {data * self.model} devices, "
+                       f"but {num_devices} are available; set mesh.data=-1 to use all")
+    return data, self.model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,6 +233,8 @@ class ExperimentConfig(Section):
   train: TrainCfg = dataclasses.field(default_factory=TrainCfg)
   mesh: MeshCfg = dataclasses.field(default_factory=MeshCfg)
   eval: EvalCfg = dataclasses.field(default_factory=EvalCfg)
+  sweep: SweepCfg = dataclasses.field(default_factory=SweepCfg)
+  bench: BenchCfg = dataclasses.field(default_factory=BenchCfg)
 
   def _validate(self):
     t = self.data.horizon
@@ -245,30 +248,20 @@ class ExperimentConfig(Section):
     return self.data.block_len
 
   @property
-  def minibatch_rollouts(self) -> int:
-    """Rollout sequences per minibatch, floor(512 / T) officially."""
-    return self.rl.minibatch_decisions // self.data.horizon
-
-  @property
   def rollouts_per_batch(self) -> int:
     return self.rl.batch_size * self.rl.num_rollouts
 
 
 def validate_mesh(cfg: ExperimentConfig, num_devices: int) -> tuple[int, int]:
   """Resolves (data, model) mesh sizes; raises if the batch cannot be split."""
-  model = cfg.mesh.model
-  if num_devices % model:
-    raise ValueError(f"mesh.model={model} does not divide the {num_devices} devices")
-  data = num_devices // model if cfg.mesh.data == -1 else cfg.mesh.data
-  if data * model != num_devices:
-    raise ValueError(f"mesh data={data} x model={model} = {data * model} devices, "
-                     f"but {num_devices} are available; set mesh.data=-1 to use all")
+  data, model = cfg.mesh.axis_sizes(num_devices)
   if cfg.rl.batch_size % data:
     raise ValueError(f"rl.batch_size={cfg.rl.batch_size} must be divisible by the data "
                      f"axis ({data}) so each device holds whole inputs with their K "
                      "rollouts; change rl.batch_size or mesh.data")
-  if cfg.minibatch_rollouts % data:
+  minibatch = cfg.rl.minibatch_rollouts(cfg.data.horizon)
+  if minibatch % data:
     raise ValueError(f"a minibatch of floor(rl.minibatch_decisions / T) = "
-                     f"{cfg.minibatch_rollouts} rollouts does not split over the data "
+                     f"{minibatch} rollouts does not split over the data "
                      f"axis ({data}); change rl.minibatch_decisions or mesh.data")
   return data, model

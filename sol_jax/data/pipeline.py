@@ -1,7 +1,7 @@
 """grain pipelines over in-memory token blocks, with checkpointable iterators.
 
-Training (spec §10): seeded global shuffle, last incomplete batch dropped.
-Evaluation (spec §12.1): blocks in order, no shuffle.
+Training (method §10): seeded global shuffle, last incomplete batch dropped.
+Evaluation (method §12.1): blocks in order, no shuffle.
 The iterator state (`get_state`/`set_state`, a small dict) is saved with
 orbax through grain's handler: either `save_iterator_state` below, or
 `grain.checkpoint.CheckpointSave(iterator)` as one item of an
@@ -36,7 +36,7 @@ def make_block_dataset(blocks: np.ndarray, batch_size: int, shuffle: bool,
     blocks: [N, block_len] token blocks.
     batch_size: blocks per batch.
     shuffle: global shuffle with `seed`; each epoch gets its own order.
-    seed: shuffle seed (spec: 1234).
+    seed: shuffle seed (reference: 1234).
     drop_remainder: drop each epoch's last incomplete batch.
     num_epochs: passes over the blocks; batches never straddle epochs.
     max_blocks: keep only the first blocks (before shuffling).

@@ -1,8 +1,8 @@
 """Reading text documents: plain/xz files, named datasets, HF datasets.
 
 A document is one string that is tokenized on its own; documents are then
-concatenated without separators (spec §3, §10). Lines keep their `\\n`, so the
-text is the file as it is, minus blank lines (spec §12.1 drops empty rows):
+concatenated without separators (method §3, §10). Lines keep their `\\n`, so the
+text is the file as it is, minus blank lines (method §12.1 drops empty rows):
 joining the HF wikitext rows gives the same string as our line-per-row file.
 """
 
@@ -89,7 +89,7 @@ def load_hf_text(path: str, name: str | None = None, split: str = 'validation',
                 ) -> list[str]:
   """First `max_rows` rows of a streamed HF dataset, empty rows dropped.
 
-  Each row is one document, as in the reference's loaders (spec §10, §12.1).
+  Each row is one document, as in the reference's loaders (method §10, §12.1).
   """
   try:
     import datasets  # pylint: disable=g-import-not-at-top

@@ -1,6 +1,6 @@
 """Text -> one token stream -> non-overlapping blocks of C+T+1 tokens.
 
-Spec §3, §10, §12.1: no special tokens (no BOS/EOS), each document tokenized
+Method §3, §10, §12.1: no special tokens (no BOS/EOS), each document tokenized
 on its own, ids concatenated with no separator, cut greedily into blocks,
 remainder dropped. Token streams are cached on disk as int32 `.npy`.
 """

@@ -1,4 +1,4 @@
-"""The joint action grid (spec §5) and effective-step forcing (spec §4.6).
+"""The joint action grid (method §5) and effective-step forcing (method §4.6).
 
 An action is a triple (κ, ρ, b): token keep fraction, MLP-input channel keep
 fraction and MLP-output bit-width. The flat index is κ-major, then ρ, then b,
@@ -9,6 +9,7 @@ in the order the config lists them:
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import importlib.resources
 import itertools
@@ -24,6 +25,7 @@ import yaml
 
 AXES = ("token", "prune", "quant")
 MIN_BITS, MAX_BITS = 2, 16
+# The token-sparsity criteria (method §4.2); the one list, read by the controls and the config.
 SPARSITY_CRITERIA = ("quest", "recency", "relevancy")
 # Variant YAMLs live in the repository, next to the experiment configs.
 VARIANT_DIR = pathlib.Path(str(importlib.resources.files("sol_jax") / "configs" / "actions"))
@@ -99,7 +101,7 @@ class ActionSpace:
     object.__setattr__(self, "prune_fracs", prune)
     object.__setattr__(self, "quant_bits", bits)
     if self._find(1.0, None, None) is None:
-      raise ValueError(f"keep_fracs {keep} has no 1.0 level, so there is no dense action (spec §5); add 1.0.")
+      raise ValueError(f"keep_fracs {keep} has no 1.0 level, so there is no dense action (method §5); add 1.0.")
 
   @classmethod
   def from_config(cls, keep_fracs: Sequence[Any], struct_prune_choices: Sequence[Any],
@@ -168,7 +170,7 @@ class ActionSpace:
 
   @property
   def single_level_axes(self) -> tuple[str, ...]:
-    """Axes with one level: their budget-penalty weight must be 0 (spec §5)."""
+    """Axes with one level: their budget-penalty weight must be 0 (method §5)."""
     return tuple(axis for axis, n in zip(AXES, self.shape) if n == 1)
 
   def penalty_weights(self, token: float, prune: float, quant: float) -> tuple[float, float, float]:
@@ -209,18 +211,74 @@ class ActionSpace:
 
   @functools.cached_property
   def dense_index(self) -> int:
-    """First index with κ=1, ρ=1, b=16; else the first with κ=1 (spec §5)."""
+    """First index with κ=1, ρ=1, b=16; else the first with κ=1 (method §5)."""
     a = self._find(1.0, 1.0, MAX_BITS)
     return a if a is not None else self._find(1.0, None, None)
 
   @functools.cached_property
   def forced_dense_index(self) -> int:
-    """What a non-effective step executes: κ=1, ρ=max level, b=max level (spec §4.6).
+    """What a non-effective step executes: κ=1, ρ=max level, b=max level (method §4.6).
 
     Equals `dense_index` whenever the grid has ρ=1 and b=16 (every official grid
     but Q-Q5Q10, where it is q10 rather than q5).
     """
     return self.lookup(1.0, self.rho_max, max(self.quant_bits))
+
+
+VARIANT_KEYS = ("keep_fracs", "struct_prune_choices", "quant_choices", "sparsity_criteria", "page_size")
+
+
+def available_variants(config_dir: Union[str, pathlib.Path] = VARIANT_DIR) -> tuple[str, ...]:
+  return tuple(sorted(p.stem for p in pathlib.Path(config_dir).glob("*.yaml")))
+
+
+def variant_path(name: Union[str, pathlib.Path],
+                 config_dir: Union[str, pathlib.Path] = VARIANT_DIR) -> pathlib.Path:
+  """A variant file: an existing .yaml path, or `<config_dir>/<name>.yaml`."""
+  path = pathlib.Path(name)
+  if path.suffix in (".yaml", ".yml") and path.is_file():
+    return path
+  path = pathlib.Path(config_dir) / f"{name}.yaml"
+  if not path.is_file():
+    raise FileNotFoundError(f"no action variant {str(name)!r} in {config_dir}. Available variants: "
+                            f"{', '.join(available_variants(config_dir)) or '(none)'}")
+  return path
+
+
+def read_variant(name: Union[str, pathlib.Path],
+                 config_dir: Union[str, pathlib.Path] = VARIANT_DIR) -> dict[str, Any]:
+  """The validated mapping of a variant file: exactly `VARIANT_KEYS` (method §5).
+
+  The one parser of sol_jax/configs/actions/*.yaml; the config loader merges
+  its result into the `actions` section.
+  """
+  path = variant_path(name, config_dir)
+  try:
+    raw = yaml.safe_load(path.read_text())
+  except yaml.YAMLError as e:
+    raise ValueError(f"action variant file {path} is not valid YAML: {e}") from None
+  _check_variant(raw, str(path))
+  return dict(raw)
+
+
+def _check_variant(raw: Any, where: str) -> None:
+  if not isinstance(raw, Mapping):
+    raise ValueError(f"action variant {where} must be a mapping with keys {list(VARIANT_KEYS)}, "
+                     f"got {type(raw).__name__}.")
+  missing = [k for k in VARIANT_KEYS if k not in raw]
+  unknown = [str(k) for k in raw if k not in VARIANT_KEYS]
+  if missing or unknown:
+    hints = [f" (did you mean {close[0]!r}?)" for k in unknown
+             if (close := difflib.get_close_matches(k, VARIANT_KEYS, n=1))]
+    raise ValueError(f"action variant {where}: missing keys {missing}, unknown keys {unknown}"
+                     f"{''.join(hints)}; expected exactly {list(VARIANT_KEYS)}.")
+  if raw["sparsity_criteria"] not in SPARSITY_CRITERIA:
+    raise ValueError(f"action variant {where}: sparsity_criteria={raw['sparsity_criteria']!r}; "
+                     f"use one of {SPARSITY_CRITERIA}.")
+  page = raw["page_size"]
+  if isinstance(page, bool) or not isinstance(page, int) or page < 1:
+    raise ValueError(f"action variant {where}: page_size={page!r} must be a positive integer.")
+  ActionSpace.from_config(raw["keep_fracs"], raw["struct_prune_choices"], raw["quant_choices"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,51 +289,28 @@ class ActionVariant:
   sparsity_criteria: str
   page_size: int
 
-  _KEYS = ("keep_fracs", "struct_prune_choices", "quant_choices", "sparsity_criteria", "page_size")
-
   @classmethod
   def from_mapping(cls, cfg: Mapping[str, Any], name: str = "") -> "ActionVariant":
-    if not isinstance(cfg, Mapping):
-      raise ValueError(f"action variant {name!r} must be a mapping with keys {cls._KEYS}, got {type(cfg).__name__}.")
-    missing = [k for k in cls._KEYS if k not in cfg]
-    unknown = [k for k in cfg if k not in cls._KEYS]
-    if missing or unknown:
-      raise ValueError(f"action variant {name!r}: missing keys {missing}, unknown keys {unknown}; "
-                       f"expected exactly {list(cls._KEYS)}.")
-    criteria = cfg["sparsity_criteria"]
-    if criteria not in SPARSITY_CRITERIA:
-      raise ValueError(f"action variant {name!r}: sparsity_criteria={criteria!r}; use one of {SPARSITY_CRITERIA}.")
-    page = cfg["page_size"]
-    if isinstance(page, bool) or not isinstance(page, int) or page < 1:
-      raise ValueError(f"action variant {name!r}: page_size={page!r} must be a positive integer.")
+    _check_variant(cfg, repr(name))
     space = ActionSpace.from_config(cfg["keep_fracs"], cfg["struct_prune_choices"], cfg["quant_choices"])
-    return cls(name, space, criteria, page)
+    return cls(name, space, cfg["sparsity_criteria"], cfg["page_size"])
 
   @classmethod
   def from_yaml(cls, path: Union[str, pathlib.Path]) -> "ActionVariant":
     path = pathlib.Path(path)
     if not path.is_file():
       raise FileNotFoundError(f"action variant file {path} does not exist.")
-    with path.open() as f:
-      cfg = yaml.safe_load(f)
-    return cls.from_mapping(cfg, name=path.stem)
-
-
-def available_variants(config_dir: Union[str, pathlib.Path] = VARIANT_DIR) -> tuple[str, ...]:
-  return tuple(sorted(p.stem for p in pathlib.Path(config_dir).glob("*.yaml")))
+    return cls.from_mapping(read_variant(path), name=path.stem)
 
 
 def load_action_variant(name: str, config_dir: Union[str, pathlib.Path] = VARIANT_DIR) -> ActionVariant:
-  """Loads a named variant of spec §5, e.g. 'FL', '3L', 'P-S40S100'."""
-  path = pathlib.Path(config_dir) / f"{name}.yaml"
-  if not path.is_file():
-    raise FileNotFoundError(f"no action variant {name!r} in {config_dir}; "
-                            f"available: {', '.join(available_variants(config_dir)) or 'none'}.")
-  return ActionVariant.from_yaml(path)
+  """Loads a named variant of method §5, e.g. 'FL', '3L', 'P-S40S100'."""
+  path = variant_path(name, config_dir)
+  return ActionVariant.from_mapping(read_variant(path), name=path.stem)
 
 
 def is_effective(kv_len: jax.Array, ts: int, tw: int) -> jax.Array:
-  """A controlled step counts (and may compress) iff kv_len > Ts + Tw + 1 (spec §4.6)."""
+  """A controlled step counts (and may compress) iff kv_len > Ts + Tw + 1 (method §4.6)."""
   return jnp.asarray(kv_len) > ts + tw + 1
 
 

@@ -1,4 +1,4 @@
-"""Token-level attention sparsity for one decode token (spec §4.2).
+"""Token-level attention sparsity for one decode token (method §4.2).
 
 All functions see one layer and one query token per row:
   q [B, Hkv, g, dh] (RoPE'd), scores [B, Hkv, g, C] over the shared prefix and
@@ -31,7 +31,7 @@ def prefix_page_bounds(prefix: PrefixCache, page_size: int):
 
 
 def token_budget(kappa, kv_len):
-  """n = ceil(kappa * kv_len) in fp32, clamped to [1, kv_len] (spec §4.2.1 step 1)."""
+  """n = ceil(kappa * kv_len) in fp32, clamped to [1, kv_len] (method §4.2.1 step 1)."""
   kv = jnp.asarray(kv_len, jnp.float32)
   n = jnp.ceil(jnp.asarray(kappa, jnp.float32) * kv)
   return jnp.clip(n, 1, kv).astype(jnp.int32)
@@ -94,7 +94,7 @@ def protect_sink_window(keep_p, keep_s, t, sink: int, window: int):
 
 
 def recency_keep(prefix_len: int, cap: int, t, kappa, sink: int, window: int):
-  """Sink + sliding window whose width grows with κ (spec §4.2.2). Same for all heads."""
+  """Sink + sliding window whose width grows with κ (method §4.2.2). Same for all heads."""
   kv_len = prefix_len + t + 1
   n_old = kv_len - sink - window - 1
   n_e = jnp.ceil(jnp.asarray(kappa, jnp.float32) * jnp.asarray(n_old, jnp.float32)).astype(jnp.int32)
@@ -109,13 +109,13 @@ def recency_keep(prefix_len: int, cap: int, t, kappa, sink: int, window: int):
 
 
 def relevancy_keep(scores_p, scores_s, t, kappa, sink: int, window: int):
-  """Oracle top-κ by exact logit among non-sink, non-window positions (spec §4.2.3)."""
+  """Oracle top-κ by exact logit among non-sink, non-window positions (method §4.2.3)."""
   prefix_len, cap = scores_p.shape[-1], scores_s.shape[-1]
   kv_len = prefix_len + t + 1
   scores = jnp.concatenate([scores_p, scores_s], axis=-1).astype(jnp.float32)
   pos = jnp.concatenate([jnp.arange(prefix_len), prefix_len + jnp.arange(cap)])
   valid = pos < kv_len
-  # The reference's recent window is Tw+2 valid positions (spec Q14).
+  # The reference's recent window is Tw+2 valid positions (method Q14).
   always = valid & ((pos < sink) | (pos >= kv_len - window - 2))
   eligible = valid & ~always
   n_elig = eligible.sum()

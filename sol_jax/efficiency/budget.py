@@ -1,8 +1,8 @@
-"""Nominal budget accounting over effective steps (spec §7).
+"""Nominal budget accounting over effective steps (method §7).
 
 Usage is always the action's nominal (κ, ρ, b/16), never the realized mask
-density or FLOPs (spec Q8). Everything is jnp and vectorised over leading
-(row) axes; steps that are not effective (spec §4.6) are excluded.
+density or FLOPs (method Q8). Everything is jnp and vectorised over leading
+(row) axes; steps that are not effective (method §4.6) are excluded.
 """
 from __future__ import annotations
 
@@ -105,5 +105,5 @@ def pooled_realized(actions: jax.Array, effective: Optional[jax.Array],
 
 
 def net_keep(kappa: jax.Array, rho: jax.Array, eta: jax.Array) -> jax.Array:
-  """Pareto x-axis: the unweighted mean of the three ratios (spec §7)."""
+  """Pareto x-axis: the unweighted mean of the three ratios (method §7)."""
   return (kappa + rho + eta) / 3.0

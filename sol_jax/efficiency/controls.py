@@ -16,8 +16,7 @@ import jax.numpy as jnp
 
 from sol_jax.efficiency import attention_sparsity as sparsity
 from sol_jax.efficiency import mlp_compression as mlp
-
-CRITERIA = ("quest", "recency", "relevancy")
+from sol_jax.efficiency.actions import SPARSITY_CRITERIA
 
 
 @flax.struct.dataclass
@@ -58,8 +57,8 @@ class Controls:
 def make_controls(kappa, rho, bits, *, criteria: str = "quest", page_size: int = 8,
                   sink_tokens: int = 4, window_tokens: int = 2,
                   protect_sink_window: bool = False) -> Controls:
-  if criteria not in CRITERIA:
-    raise ValueError(f"unknown sparsity_criteria {criteria!r}; choose one of {CRITERIA}.")
+  if criteria not in SPARSITY_CRITERIA:
+    raise ValueError(f"unknown sparsity_criteria {criteria!r}; choose one of {SPARSITY_CRITERIA}.")
   if page_size < 1:
     raise ValueError(f"page_size must be >= 1, got {page_size}.")
   mlp.check_bits(bits)

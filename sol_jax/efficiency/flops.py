@@ -1,6 +1,6 @@
 """Per-token FLOPs of one controlled decode step, relative to the dense step.
 
-The reference has no FLOPs model (spec Q8: its budgets are nominal ratios);
+The reference has no FLOPs model (method Q8: its budgets are nominal ratios);
 this is our addition, for a compute-based Pareto x-axis. One decode token of a
 Llama layer costs (1 multiply-add = 2 FLOPs):
 

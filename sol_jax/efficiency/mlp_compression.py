@@ -1,4 +1,4 @@
-"""MLP-input structured pruning (spec §4.3) and MLP-output fake quantization (§4.4)."""
+"""MLP-input structured pruning (method §4.3) and MLP-output fake quantization (§4.4)."""
 from __future__ import annotations
 
 import jax.numpy as jnp

@@ -1,6 +1,6 @@
 """Per-axis level grids and the lo ≤ target ≤ hi brackets used by the baselines.
 
-The static baselines work in the units the run reports (spec §7): κ, raw ρ
+The static baselines work in the units the run reports (method §7): κ, raw ρ
 (not divided by ρ_max) and η = b/16. Levels are kept in the config's list order
 so a level position maps straight into `ActionSpace.index_from_levels`.
 """
@@ -84,6 +84,11 @@ def axis_levels(space: ActionSpace) -> tuple[AxisLevels, AxisLevels, AxisLevels]
   """(token κ, prune ρ, quant η) level grids of an action space."""
   return (AxisLevels("token", space.keep_fracs), AxisLevels("prune", space.prune_fracs),
           AxisLevels("quant", tuple(b / MAX_BITS for b in space.quant_bits)))
+
+
+def targets_label(targets: Sequence[float]) -> str:
+  """'(0.45, 0.7, 0.5)': the target triple as it appears in column names."""
+  return "(" + ", ".join(f"{float(x):.3g}" for x in targets) + ")"
 
 
 def effective_mask(rows: int, steps: int, effective=None) -> np.ndarray:

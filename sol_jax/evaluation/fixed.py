@@ -1,4 +1,8 @@
-"""The "Fixed" (uniform, static) baseline matched to target averages (spec §12.3).
+"""The "Fixed" (uniform, static) baseline matched to target averages (method §12.3).
+
+Everything Fixed lives here: the allocator (`FixedAllocator`), its schedule
+columns (`fixed_columns`) and the matched evaluation (`fixed_matched`, e.g.
+Fixed at a trained policy's realized averages).
 
 Not one constant action: per axis, a content-independent two-level round-robin
 mixture of the levels lo ≤ target ≤ hi.
@@ -20,7 +24,11 @@ from typing import Optional, Sequence
 import numpy as np
 
 from sol_jax.efficiency.actions import ActionSpace
-from sol_jax.evaluation.axis_levels import as_targets, axis_levels, effective_mask
+from sol_jax.efficiency.controls import ControlSettings
+from sol_jax.evaluation.axis_levels import as_targets, axis_levels, effective_mask, targets_label
+from sol_jax.evaluation.plan import evaluate_plan
+from sol_jax.evaluation.schedule_eval import Column, ColumnResult
+from sol_jax.models.config import ModelConfig
 
 # Per-axis round-robin phase: token, prune, quant (the reference's decorrelation).
 ROUND_ROBIN_PHASE = (0, 17, 37)
@@ -82,3 +90,22 @@ class FixedAllocator:
     """Realized per-axis averages of everything allocated so far."""
     n = max(self.slots, 1)
     return tuple(s / n for s in self.level_sums)
+
+
+def fixed_columns(space: ActionSpace, targets: Sequence[Sequence[float]],
+                  names: Optional[Sequence[str]] = None) -> list[Column]:
+  """Fixed matched to each target triple (κ̄, ρ̄, η̄): one `FixedAllocator` per column."""
+  names = names or [f"fixed {targets_label(t)}" for t in targets]
+  return [Column(n, make=lambda t=tuple(t): FixedAllocator(space, t), grid=space)
+          for n, t in zip(names, targets)]
+
+
+def fixed_matched(params, cfg: ModelConfig, space: ActionSpace, settings: ControlSettings,
+                  blocks: np.ndarray, targets: Sequence[Sequence[float]],
+                  names: Optional[Sequence[str]] = None, **kwargs) -> list[ColumnResult]:
+  """Fixed matched to given realized averages (κ̄, ρ̄, η̄), one column per triple.
+
+  kwargs go to `evaluate_plan` (context_len, horizon, batch_size, progress, desc).
+  """
+  return evaluate_plan(params, cfg, space, settings, blocks, fixed_columns(space, targets, names),
+                       **kwargs)

@@ -1,6 +1,6 @@
 """Evaluate compute schedules on real text: the ruler every result is read with.
 
-Per batch of blocks (spec §12.1): a dense prefill of C tokens, then T
+Per batch of blocks (method §12.1): a dense prefill of C tokens, then T
 teacher-forced controlled steps for K schedules per block at once (B*K rows
 sharing each block's prefix). A *provider* chooses every row's action at every
 step; it is a static, hashable object with three pure methods:
@@ -12,17 +12,17 @@ step; it is a static, hashable object with three pure methods:
 `inputs` is a pytree of arrays (a precomputed schedule, targets, policy
 params...). Non-effective steps (kv_len <= Ts+Tw+1) execute the dense action.
 A provider may also define `record(inputs, state, ctx, chosen) -> pytree` of
-per-step [B, K, ...] arrays, returned stacked as out["records"] [B, K, T, ...]
+per-step [B, K, ...] arrays, returned stacked as `Episode.records` [B, K, T, ...]
 (the RL rollout stores observations and log-probs this way).
 
-With `reference_logits` [B, T, V] (the dense decode's), out["kl"] [B, K, T]
+With `reference_logits` [B, T, V] (the dense decode's), `Episode.kl` [B, K, T]
 holds KL(p_dense || p_controlled) per step, for the KL reward option.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -45,6 +45,15 @@ class StepContext(NamedTuple):
   drift: jax.Array  # [B, K] DAC signal for this step (0 if unused)
 
 
+class Episode(NamedTuple):
+  """What `run_controlled` returns, for B blocks x K schedules x T steps."""
+  nll: jax.Array  # [B, K, T] -log p(next token) under the executed actions
+  actions: jax.Array  # [B, K, T] executed actions (dense where forced)
+  effective: jax.Array  # [T] bool: may step t compress?
+  records: Any = ()  # the provider's `record` pytree, leaves [B, K, T, ...]; () without one
+  kl: Optional[jax.Array] = None  # [B, K, T] KL(dense || controlled); None without reference
+
+
 @dataclasses.dataclass(frozen=True)
 class StaticSchedule:
   """Precomputed action indices: inputs = actions [B, K, T]."""
@@ -65,8 +74,8 @@ class StaticSchedule:
                                              "context_len", "horizon", "schedules"))
 def run_controlled(params, blocks, inputs, *, cfg: ModelConfig, space: ActionSpace,
                    settings: ControlSettings, provider: Any, context_len: int, horizon: int,
-                   schedules: int, reference_logits=None):
-  """[B, C+T+1] blocks -> {"nll": [B,K,T], "actions": executed [B,K,T], "effective": [T]}."""
+                   schedules: int, reference_logits=None) -> Episode:
+  """[B, C+T+1] blocks -> the `Episode` of K schedules per block."""
   return controlled_episode(params, blocks, inputs, cfg=cfg, space=space, settings=settings,
                             provider=provider, context_len=context_len, horizon=horizon,
                             schedules=schedules, reference_logits=reference_logits)
@@ -74,7 +83,7 @@ def run_controlled(params, blocks, inputs, *, cfg: ModelConfig, space: ActionSpa
 
 def controlled_episode(params, blocks, inputs, *, cfg: ModelConfig, space: ActionSpace,
                        settings: ControlSettings, provider: Any, context_len: int, horizon: int,
-                       schedules: int, reference_logits=None):
+                       schedules: int, reference_logits=None) -> Episode:
   """Un-jitted body of `run_controlled`, for use inside a larger jitted step."""
   c, k = context_len, schedules
   b = blocks.shape[0]
@@ -118,11 +127,9 @@ def controlled_episode(params, blocks, inputs, *, cfg: ModelConfig, space: Actio
   ref = None if reference_logits is None else jnp.moveaxis(reference_logits, 1, 0)
   _, (nll, actions, effective, kl, records) = jax.lax.scan(step, carry, (jnp.arange(horizon), ref))
   steps_last = lambda x: jnp.moveaxis(x, 0, 2)  # [T, B, K, ...] -> [B, K, T, ...]
-  out = {"nll": steps_last(nll), "actions": steps_last(actions), "effective": effective,
-         "records": jax.tree.map(steps_last, records)}
-  if reference_logits is not None:
-    out["kl"] = steps_last(kl)
-  return out
+  return Episode(nll=steps_last(nll), actions=steps_last(actions), effective=effective,
+                 records=jax.tree.map(steps_last, records),
+                 kl=None if reference_logits is None else steps_last(kl))
 
 
 def kl_divergence(p_logits, q_logits):

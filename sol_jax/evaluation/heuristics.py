@@ -1,4 +1,4 @@
-"""EMC and DAC hand-crafted controllers (spec §12.5) as jnp step functions.
+"""EMC and DAC hand-crafted controllers (method §12.5) as jnp step functions.
 
 Both share one step rule and differ only in the signal u ∈ [0, 1] (per row):
 EMC uses the normalised entropy of the previous step's next-token distribution

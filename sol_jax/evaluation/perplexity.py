@@ -1,6 +1,6 @@
 """Dense perplexity on token blocks: the SOL protocol and full-sequence.
 
-SOL protocol (spec §12.1): dense prefill of x_0..x_{C-1}, then T teacher-forced
+SOL protocol (method §12.1): dense prefill of x_0..x_{C-1}, then T teacher-forced
 decode steps on x_C..x_{C+T-1}, scoring x_{C+1}..x_{C+T}. The decode runs
 through the same cache path the controlled harness uses (one schedule row).
 Full-sequence: one causal forward over x_0..x_{C+T-1} scoring x_1..x_{C+T}.
@@ -50,10 +50,11 @@ def evaluate_dense(params, cfg: ModelConfig, blocks: np.ndarray, context_len: in
     batch = jnp.asarray(batch)
     sol.append(np.asarray(sol_protocol_nll(params, cfg, batch, context_len, horizon)))
     full.append(np.asarray(full_sequence_nll(params, cfg, batch)))
-  return summarize(np.concatenate(sol), np.concatenate(full))
+  return perplexity_summary(np.concatenate(sol), np.concatenate(full))
 
 
-def summarize(sol_nll: np.ndarray, full_nll: np.ndarray) -> dict:
+def perplexity_summary(sol_nll: np.ndarray, full_nll: np.ndarray) -> dict:
+  """SOL-protocol and full-sequence PPL (and token counts) from per-token NLLs."""
   return {"sol_ppl": math.exp(float(np.mean(sol_nll, dtype=np.float64))),
           "full_ppl": math.exp(float(np.mean(full_nll, dtype=np.float64))),
           "sol_tokens": int(sol_nll.size), "full_tokens": int(full_nll.size)}

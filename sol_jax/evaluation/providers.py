@@ -1,4 +1,4 @@
-"""Harness providers for the EMC/DAC heuristics (spec §12.5), alone or mixed with static columns.
+"""Harness providers for the EMC/DAC heuristics (method §12.5), alone or mixed with static columns.
 
 Both are frozen (hashable) dataclasses for `harness.run_controlled`:
 
@@ -7,6 +7,9 @@ Both are frozen (hashable) dataclasses for `harness.run_controlled`:
 - `MixedProvider(space)`: each column is a precomputed static schedule, EMC or
   DAC, so that a whole baseline sweep shares ONE dense prefill per batch.
   inputs = `MixedInputs`.
+
+`heuristic_columns` gives EMC/DAC columns for `plan.evaluate_plan`, which runs
+them through `MixedProvider`. The step rule itself is `heuristics.py`.
 
 Per-block residual budgets: the heuristic state covers the B·K rows and counts
 the block's steps left. Non-effective steps (kv_len ≤ Ts+Tw+1) execute the dense
@@ -18,14 +21,16 @@ equals the block's effective steps left at each effective step (the count
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from sol_jax.efficiency.actions import ActionSpace
+from sol_jax.evaluation.axis_levels import targets_label
 from sol_jax.evaluation.harness import StepContext
 from sol_jax.evaluation.heuristics import GAIN, TOL, HeuristicState, heuristic_step, init_state
+from sol_jax.evaluation.schedule_eval import Column
 
 KINDS = ("emc", "dac")
 # Column kinds of MixedProvider.
@@ -79,6 +84,13 @@ class HeuristicProvider:
 
   def observe(self, inputs, state, ctx, executed):
     return state
+
+
+def heuristic_columns(kind: str, targets: Sequence[Sequence[float]],
+                      space: Optional[ActionSpace] = None) -> list[Column]:
+  """EMC or DAC at each target triple, choosing on `space` (None: the execution grid)."""
+  return [Column(f"{kind} {targets_label(t)}", kind, targets=tuple(float(x) for x in t), grid=space)
+          for t in targets]
 
 
 class MixedInputs(NamedTuple):

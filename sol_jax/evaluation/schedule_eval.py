@@ -1,8 +1,9 @@
-"""Batch loop around `harness.run_controlled`: PPL and realized budgets per schedule column.
+"""Schedule columns and the batch loop around `harness.run_controlled`.
 
 Column k of every batch is one schedule family (a constant action, a Fixed
-allocator, a random trial, a heuristic...). Each column's PPL pools all its
-scored tokens; its budgets pool all its effective steps (spec §7, §12.1).
+allocator, a random trial, a heuristic...): `Column` describes it, and
+`ColumnResult` holds its PPL and realized budgets. Each column's PPL pools all
+its scored tokens; its budgets pool all its effective steps (method §7, §12.1).
 """
 from __future__ import annotations
 
@@ -20,6 +21,29 @@ from sol_jax.efficiency.controls import ControlSettings
 from sol_jax.evaluation.harness import StaticSchedule, run_controlled
 from sol_jax.evaluation.perplexity import batches
 from sol_jax.models.config import ModelConfig
+
+
+COLUMN_KINDS = ("static", "emc", "dac")
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+  """One schedule column: a static generator factory, or a heuristic with targets.
+
+  Built by `constant_columns`, `fixed_columns`, `random_columns` and
+  `heuristic_columns`; run side by side by `plan.evaluate_plan`.
+  """
+  name: str
+  kind: str = "static"  # one of COLUMN_KINDS
+  make: Optional[Callable[[], object]] = None  # -> generator with .next_batch(rows, T, eff)
+  targets: tuple[float, float, float] = (1.0, 1.0, 1.0)  # (κ*, ρ*, η*) for heuristics
+  grid: Optional[ActionSpace] = None  # the grid its actions index; None: the execution grid
+
+  def __post_init__(self):
+    if self.kind not in COLUMN_KINDS:
+      raise ValueError(f"column {self.name!r}: kind {self.kind!r}; use one of {COLUMN_KINDS}.")
+    if (self.kind == "static") != (self.make is not None):
+      raise ValueError(f"column {self.name!r}: static columns need `make`, heuristic ones must not.")
 
 
 @dataclasses.dataclass
@@ -53,9 +77,9 @@ def evaluate_columns(params, cfg: ModelConfig, space: ActionSpace, settings: Con
     out = run_controlled(params, jnp.asarray(batch), batch_inputs(i, len(batch)), cfg=cfg,
                          space=space, settings=settings, provider=provider,
                          context_len=context_len, horizon=horizon, schedules=k)
-    nll.append(np.asarray(out["nll"]))
-    actions.append(np.asarray(out["actions"]))
-    effective = np.asarray(out["effective"])
+    nll.append(np.asarray(out.nll))
+    actions.append(np.asarray(out.actions))
+    effective = np.asarray(out.effective)
   nll, actions = np.concatenate(nll), np.concatenate(actions)  # [N, K, T]
   kv_len = context_len + 1 + np.arange(horizon)
   results = []
@@ -72,7 +96,7 @@ def evaluate_columns(params, cfg: ModelConfig, space: ActionSpace, settings: Con
 
 
 def effective_steps(context_len: int, horizon: int, settings: ControlSettings) -> np.ndarray:
-  """[T] bool: which controlled steps may compress (spec §4.6)."""
+  """[T] bool: which controlled steps may compress (method §4.6)."""
   kv_len = context_len + 1 + np.arange(horizon)
   return np.asarray(is_effective(kv_len, settings.sink_tokens, settings.window_tokens))
 
@@ -89,11 +113,3 @@ def static_inputs(generators: Sequence, horizon: int,
                                 axis=1))
   return inputs
 
-
-@dataclasses.dataclass
-class ConstantGenerator:
-  action: int
-
-  def next_batch(self, rows: int, steps: int, effective=None) -> np.ndarray:
-    del effective  # the harness executes the dense action on non-effective steps
-    return np.full((rows, steps), self.action, np.int32)

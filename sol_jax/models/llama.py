@@ -14,6 +14,10 @@ caches as scan inputs/outputs, because CPU decode time is dominated by copies).
 provide `attention_keep(aux, q, scores_prefix, scores_suffix, suffix_k, t)`,
 `mlp_input(u)` and `mlp_output(y)`; `aux` is the per-layer slice of the opaque
 `prefix_aux` pytree (e.g. Quest page bounds computed once per input).
+
+Einsum letters (one convention across sol_jax): b batch rows, h heads (KV
+heads under GQA), g query heads per KV head, q query positions, k key
+positions, d head dim, m model width, p Quest pages.
 """
 from __future__ import annotations
 

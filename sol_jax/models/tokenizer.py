@@ -10,7 +10,7 @@ def load_tokenizer(source: str):
   """The tokenizer of a registry name, .gguf file, HF checkpoint dir or Hub id.
 
   GGUF files carry their own vocabulary and merges, which transformers turns
-  into a fast tokenizer. As in the spec, pad falls back to EOS when missing
+  into a fast tokenizer. As in the reference, pad falls back to EOS when missing
   (no padding is used, so it only matters to batching utilities).
   """
   from transformers import AutoTokenizer  # heavy import, only when needed

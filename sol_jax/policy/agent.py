@@ -3,7 +3,7 @@
 Implements the harness protocol (init / act / observe / record) over B*K rows.
 inputs = {"params": policy params, "targets": [B, K, 3], "rng": PRNG key}.
 Sampling mode draws from the tempered policy with a fresh key split per step
-(training rollouts); greedy mode takes the argmax (evaluation, spec §8.3).
+(training rollouts); greedy mode takes the argmax (evaluation, method §8.3).
 The previous action fed back is the *executed* one (dense when forced, §14.11).
 """
 from __future__ import annotations
@@ -26,6 +26,16 @@ class AgentState(NamedTuple):
   rng: jax.Array
   last_obs: PolicyObs  # the observation of the latest decision
   last_logp: jax.Array  # [B*K] tempered log-prob of the latest sampled action
+
+
+class StepRecord(NamedTuple):
+  """One decision as the update re-scores it; leaves [B, K, ...] (stacked: [B, K, T, ...])."""
+  hidden: jax.Array
+  token_embed: jax.Array
+  scalars: jax.Array
+  prev_action: jax.Array
+  action: jax.Array  # the sampled action (before forcing dense)
+  logp: jax.Array  # its tempered log-prob under the rollout policy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,14 +79,14 @@ class PolicyAgent:
     state = state._replace(cache=cache, rng=rng, last_obs=obs, last_logp=logp)
     return action.astype(jnp.int32).reshape(b, k), state
 
-  def record(self, inputs, state: AgentState, ctx, chosen):
+  def record(self, inputs, state: AgentState, ctx, chosen) -> StepRecord:
     """What the update needs: the observation, the sampled action, its old log-prob."""
     b, k = chosen.shape
     unflat = lambda x: x.reshape((b, k) + x.shape[1:])
     obs = state.last_obs
-    return {"hidden": unflat(obs.hidden), "token_embed": unflat(obs.token_embed),
-            "scalars": unflat(obs.scalars), "prev_action": unflat(obs.prev_action),
-            "action": chosen, "logp": unflat(state.last_logp)}
+    return StepRecord(hidden=unflat(obs.hidden), token_embed=unflat(obs.token_embed),
+                      scalars=unflat(obs.scalars), prev_action=unflat(obs.prev_action),
+                      action=chosen, logp=unflat(state.last_logp))
 
   def observe(self, inputs, state: AgentState, ctx, executed):
     flat = executed.reshape(-1)

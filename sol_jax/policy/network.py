@@ -1,6 +1,6 @@
 """The SOL policy: a small causal transformer over per-step observations.
 
-Spec 8.2/8.3. One Linen module serves both execution modes: a chunk of L
+Method §8.2/§8.3. One Linen module serves both execution modes: a chunk of L
 observations at step offset `start`, attending either to itself (sequence mode,
 the update) or to a preallocated per-policy KV cache (step mode, rollouts and
 inference). Step mode is sequence mode with L = 1 and the earlier keys read from
@@ -20,7 +20,6 @@ import jax.numpy as jnp
 from sol_jax.policy.observation import NUM_AXES, PolicyObs
 
 Params = Any
-_BUDGET_HIDDEN = 32  # width of the budget head's hidden layer (spec 8.2 item 8)
 
 _PRECISIONS = {"default": jax.lax.Precision.DEFAULT,
                "high": jax.lax.Precision.HIGH,
@@ -29,7 +28,7 @@ _PRECISIONS = {"default": jax.lax.Precision.DEFAULT,
 
 @dataclasses.dataclass(frozen=True)
 class PolicyConfig:
-  """Policy dimensions. Defaults are the reference's (spec 8.2)."""
+  """Policy dimensions. Defaults are the reference's (method §8.2)."""
   num_actions: int  # A; the BOS previous-action index is A
   obs_hidden_dim: int  # D, width of the LM's final-norm hidden state
   embed_dim: int  # D_emb, width of the LM's input-embedding rows
@@ -40,8 +39,10 @@ class PolicyConfig:
   action_embed_dim: int = 32
   scalar_dim: int = 8
   scalar_embed_dim: int = 64
+  budget_hidden_dim: int = 32  # budget head 3 -> 32 -> A (method §8.2 item 8)
   max_len: int = 1024  # position-table size (`policy_max_len`), must exceed T
   temperature: float = 1.3
+  layer_norm_eps: float = 1e-5  # PyTorch's (Flax's default is 1e-6)
   # Full fp32 matmuls by default: the policy is tiny, and GPU/TPU default
   # precision (TF32/bf16 passes) would make rollout and update log-probs differ.
   matmul_precision: str = "highest"
@@ -49,7 +50,7 @@ class PolicyConfig:
   def __post_init__(self):
     for name in ("num_actions", "obs_hidden_dim", "embed_dim", "d_model",
                  "num_heads", "num_layers", "mlp_ratio", "action_embed_dim",
-                 "scalar_dim", "scalar_embed_dim", "max_len"):
+                 "scalar_dim", "scalar_embed_dim", "budget_hidden_dim", "max_len"):
       value = getattr(self, name)
       if not isinstance(value, int) or value < 1:
         raise ValueError(f"PolicyConfig.{name} must be a positive int, got {value!r}.")
@@ -57,12 +58,23 @@ class PolicyConfig:
       raise ValueError(
           f"PolicyConfig.d_model={self.d_model} must be divisible by "
           f"num_heads={self.num_heads}.")
-    if not self.temperature > 0:
-      raise ValueError(f"PolicyConfig.temperature must be > 0, got {self.temperature}.")
+    for name in ("temperature", "layer_norm_eps"):
+      if not getattr(self, name) > 0:
+        raise ValueError(f"PolicyConfig.{name} must be > 0, got {getattr(self, name)}.")
     if self.matmul_precision not in _PRECISIONS:
       raise ValueError(
           f"PolicyConfig.matmul_precision={self.matmul_precision!r}; choose one of "
           f"{sorted(_PRECISIONS)}.")
+
+  @classmethod
+  def from_section(cls, section: Any, **sizes: int) -> "PolicyConfig":
+    """From the config's `policy` section, every key of which is a field here,
+    plus what only the LM and grid know (num_actions, obs_hidden_dim, embed_dim)."""
+    values = {f.name: getattr(section, f.name) for f in dataclasses.fields(section)}
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+      raise ValueError(f"policy config keys {unknown} have no PolicyConfig field to set.")
+    return cls(**values, **sizes)
 
   @property
   def head_dim(self) -> int:
@@ -107,9 +119,10 @@ def _linear(cfg: PolicyConfig, features: int, fan_in: int, *,
       name=name)
 
 
-def _layer_norm(name: Optional[str] = None) -> nn.LayerNorm:
-  # Two-pass variance, as PyTorch computes it; eps 1e-5 (Flax's default is 1e-6).
-  return nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, name=name)
+def _layer_norm(name: Optional[str] = None,
+                eps: float = PolicyConfig.layer_norm_eps) -> nn.LayerNorm:
+  # Two-pass variance, as PyTorch computes it.
+  return nn.LayerNorm(epsilon=eps, use_fast_variance=False, name=name)
 
 
 def _gelu(x: jax.Array) -> jax.Array:
@@ -132,9 +145,9 @@ class CausalSelfAttention(nn.Module):
     wo = self.param("o", torch_uniform(cfg.d_model),
                     (cfg.num_heads, cfg.head_dim, cfg.d_model))
     prec = cfg.precision
-    q = jnp.einsum("nlm,mhd->nlhd", x, wq, precision=prec)
-    k = jnp.einsum("nlm,mhd->nlhd", x, wk, precision=prec)
-    v = jnp.einsum("nlm,mhd->nlhd", x, wv, precision=prec)
+    q = jnp.einsum("bqm,mhd->bqhd", x, wq, precision=prec)
+    k = jnp.einsum("bqm,mhd->bqhd", x, wk, precision=prec)
+    v = jnp.einsum("bqm,mhd->bqhd", x, wv, precision=prec)
     if kv is None:
       keys, values, key_pos = k, v, positions
     else:
@@ -142,14 +155,14 @@ class CausalSelfAttention(nn.Module):
       keys = jax.lax.dynamic_update_slice(kv[0], k.astype(kv[0].dtype), index)
       values = jax.lax.dynamic_update_slice(kv[1], v.astype(kv[1].dtype), index)
       key_pos = jnp.arange(keys.shape[1])  # slot s holds step s
-    scores = jnp.einsum("nlhd,nshd->nhls", q, keys, precision=prec)
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, keys, precision=prec)
     scores = scores / math.sqrt(cfg.head_dim)
     # Unwritten cache slots lie in the future, so the causal test masks them too.
     causal = key_pos[None, :] <= positions[:, None]
     scores = jnp.where(causal, scores, jnp.finfo(scores.dtype).min)
     probs = jax.nn.softmax(scores, axis=-1)
-    out = jnp.einsum("nhls,nshd->nlhd", probs, values, precision=prec)
-    return jnp.einsum("nlhd,hdm->nlm", out, wo, precision=prec), (keys, values)
+    out = jnp.einsum("bhqk,bkhd->bqhd", probs, values, precision=prec)
+    return jnp.einsum("bqhd,hdm->bqm", out, wo, precision=prec), (keys, values)
 
 
 class Block(nn.Module):
@@ -158,12 +171,12 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x, positions, kv=None, start=0):
-    cfg = self.cfg
-    y, kv = CausalSelfAttention(cfg, name="attn")(_layer_norm("ln1")(x), positions,
+    cfg, eps = self.cfg, self.cfg.layer_norm_eps
+    y, kv = CausalSelfAttention(cfg, name="attn")(_layer_norm("ln1", eps)(x), positions,
                                                    kv, start)
     x = x + y
     hidden = cfg.d_model * cfg.mlp_ratio
-    y = _linear(cfg, hidden, cfg.d_model, name="mlp_in")(_layer_norm("ln2")(x))
+    y = _linear(cfg, hidden, cfg.d_model, name="mlp_in")(_layer_norm("ln2", eps)(x))
     x = x + _linear(cfg, cfg.d_model, hidden, name="mlp_out")(_gelu(y))
     return x, kv
 
@@ -182,7 +195,7 @@ class PolicyNetwork(nn.Module):
 
     s = _linear(cfg, cfg.scalar_embed_dim, cfg.scalar_dim, name="scalar_in")(
         obs.scalars.astype(jnp.float32))
-    s = _layer_norm("scalar_norm")(_gelu(s))
+    s = _layer_norm("scalar_norm", cfg.layer_norm_eps)(_gelu(s))
     a = nn.Embed(cfg.num_actions + 1, cfg.action_embed_dim,
                  embedding_init=embed_init, name="action_embed")(obs.prev_action)
     x = jnp.concatenate([obs.hidden.astype(jnp.float32),
@@ -198,14 +211,14 @@ class PolicyNetwork(nn.Module):
       x, (k, v) = Block(cfg, name=f"block_{i}")(x, positions, kv, start)
       new_keys.append(k)
       new_values.append(v)
-    x = _layer_norm("final_norm")(x)
+    x = _layer_norm("final_norm", cfg.layer_norm_eps)(x)
 
     logits = _linear(cfg, cfg.num_actions, cfg.d_model, zero_bias=True,
                      name="policy_head")(x)
     # Budget head on the raw targets: an additive, step-independent logit offset.
-    b = _gelu(_linear(cfg, _BUDGET_HIDDEN, NUM_AXES, name="budget_in")(
+    b = _gelu(_linear(cfg, cfg.budget_hidden_dim, NUM_AXES, name="budget_in")(
         obs.targets.astype(jnp.float32)))
-    b = _linear(cfg, cfg.num_actions, _BUDGET_HIDDEN, name="budget_out")(b)
+    b = _linear(cfg, cfg.num_actions, cfg.budget_hidden_dim, name="budget_out")(b)
     logits = logits + b[:, None, :]
     if temper:
       logits = logits / cfg.temperature
@@ -318,7 +331,7 @@ def log_probs_and_entropy(logits: jax.Array, actions: jax.Array
   """Log-prob of `actions` and entropy of Categorical(logits), over the last axis.
 
   Pass tempered logits: both the PPO ratio and the entropy bonus use the
-  tempered distribution (spec 9.6, Q9).
+  tempered distribution (method §9.6, Q9).
   """
   if actions.shape != logits.shape[:-1]:
     raise ValueError(

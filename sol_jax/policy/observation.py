@@ -1,4 +1,4 @@
-"""Policy observations: per-step inputs and the 8 budget scalars (spec 7, 8.1).
+"""Policy observations: per-step inputs and the 8 budget scalars (method §7, §8.1).
 
 Everything here is a pure jnp function over rows (rollouts), so it runs inside
 the rollout `lax.scan` and vmaps over the schedule axis.

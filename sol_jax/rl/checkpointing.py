@@ -2,6 +2,13 @@
 
 Orbax stores no checksum of array data, so each save also writes a SHA-256 of
 every state leaf (`digest` item); restore recomputes it and refuses a mismatch.
+
+Saves are asynchronous: `save` returns once the state is copied to the host
+and hashed (the digest is computed from those values before the write starts)
+and the iterator position is written; orbax writes the arrays in a background
+thread into a temporary directory that it renames only when every item is
+complete, so a crash mid-save leaves no step that `latest_step` reports. The
+next `save`, `wait` and `close` wait for a pending write.
 """
 from __future__ import annotations
 
@@ -33,19 +40,26 @@ class Checkpoints:
   def __init__(self, run_dir: str | pathlib.Path, max_to_keep: Optional[int] = None):
     self.directory = pathlib.Path(run_dir).absolute() / "checkpoints"
     self.manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+        self.directory, options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=True))
 
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
 
   def save(self, step: int, state: TrainState, iterator: grain.DatasetIterator) -> None:
-    # Orbax writes to a temporary directory and renames it when complete, so an
-    # interrupted save never looks like a checkpoint.
+    """Starts writing `step`; returns before the arrays are on disk (see module doc)."""
+    self.wait()  # one write at a time; raises here if the previous one failed
     tree = state._asdict()
+    # Hashed now, from the values being saved: the write happens later.
+    digest = state_digest(tree)
+    # The grain item has no async handler: orbax writes the iterator position
+    # during this call, so the iterator may advance as soon as it returns.
     self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(tree),
-        digest=ocp.args.JsonSave({"sha256": state_digest(tree)}),
+        state=ocp.args.StandardSave(tree), digest=ocp.args.JsonSave({"sha256": digest}),
         data=grain.checkpoint.CheckpointSave(iterator)))
+
+  def wait(self) -> None:
+    """Blocks until a pending asynchronous save is complete on disk."""
     self.manager.wait_until_finished()
 
   def _fail(self, step: int, why: str) -> ValueError:
@@ -71,4 +85,4 @@ class Checkpoints:
     return TrainState(**restored.state)
 
   def close(self) -> None:
-    self.manager.close()
+    self.manager.close()  # waits for a pending save

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import functools
-import pathlib
+import logging
 import time
 from typing import Optional
 
@@ -20,9 +20,13 @@ from sol_jax.efficiency.actions import ActionSpace
 from sol_jax.efficiency.controls import ControlSettings
 from sol_jax.models.config import ModelConfig
 from sol_jax.policy.network import PolicyConfig
+from sol_jax.rl import run_config
 from sol_jax.rl.checkpointing import Checkpoints
 from sol_jax.rl.optimizer import flush_leftover
+from sol_jax.rl.run_config import run_directory  # re-exported: scripts import it from here
 from sol_jax.rl.train_step import TrainSetup, TrainState, init_train_state, make_train_step
+
+logger = logging.getLogger(__name__)
 
 
 def action_space(cfg: ExperimentConfig) -> ActionSpace:
@@ -30,29 +34,21 @@ def action_space(cfg: ExperimentConfig) -> ActionSpace:
   return ActionSpace.from_config(a.keep_fracs, a.struct_prune_choices, a.quant_choices)
 
 
-def run_directory(cfg: ExperimentConfig) -> pathlib.Path:
-  """Where a run keeps checkpoints/ and tb/: train.run_dir, else runs/<config name>."""
-  return pathlib.Path(cfg.train.run_dir or f"runs/{cfg.name}")
-
-
 def make_setup(cfg: ExperimentConfig, model_cfg: ModelConfig) -> TrainSetup:
   if cfg.rl.prefill_stale_budget_quirk:
     raise ValueError("rl.prefill_stale_budget_quirk=true (reproducing the reference's stale Quest "
-                     "budgets in the prefill, spec Q1) is not implemented; the prefill is always "
+                     "budgets in the prefill, method Q1) is not implemented; the prefill is always "
                      "dense. Set it to false.")
   space = action_space(cfg)
-  p = cfg.policy
-  policy = PolicyConfig(num_actions=space.num_actions, obs_hidden_dim=model_cfg.hidden_size,
-                        embed_dim=model_cfg.hidden_size, d_model=p.d_model, num_heads=p.num_heads,
-                        num_layers=p.num_layers, mlp_ratio=p.mlp_ratio,
-                        action_embed_dim=p.action_embed_dim, scalar_embed_dim=p.scalar_embed_dim,
-                        max_len=p.max_len, temperature=p.temperature)
+  policy = PolicyConfig.from_section(cfg.policy, num_actions=space.num_actions,
+                                     obs_hidden_dim=model_cfg.hidden_size,
+                                     embed_dim=model_cfg.hidden_size)
   return TrainSetup(model_cfg, space, ControlSettings.from_config(cfg.actions), policy, cfg.rl,
                     cfg.optim, cfg.data.context_len, cfg.data.horizon)
 
 
 def train_dataset(cfg: ExperimentConfig, tokenizer, blocks: Optional[np.ndarray] = None):
-  """This process's shuffled batches of C+T+1 blocks; only `train_fraction` of them (spec Q10).
+  """This process's shuffled batches of C+T+1 blocks; only `train_fraction` of them (method Q10).
 
   Each of P processes reads every P-th block and makes batches of B/P rows;
   `parallel.shard_batch` assembles the global batch of B.
@@ -77,26 +73,43 @@ def train(cfg: ExperimentConfig, lm, tokenizer=None, *, num_steps: Optional[int]
 
   `blocks` [N, C+T+1] replaces the configured training text (tests, custom data).
   `num_steps` stops early (e.g. to test resuming) without changing the schedule.
+  The run dir keeps config.yaml; a resume that changes a trained key is refused.
   """
   model_cfg, lm_params = lm
   run_dir = run_directory(cfg)
   mesh = parallel.make_mesh(cfg)  # validates the mesh against batch and K
   setup = make_setup(cfg, model_cfg)
-  dataset = train_dataset(cfg, tokenizer, blocks)
+  ckpt = Checkpoints(run_dir, cfg.train.max_to_keep) if cfg.train.keep_checkpoints else None
+  try:
+    resume = ckpt.latest_step() if ckpt else None
+    run_config.start_run(run_dir, cfg, resume)
+    dataset = train_dataset(cfg, tokenizer, blocks)
+    iterator = make_iterator(dataset)
+    state = init_train_state(setup, cfg.train.seed)
+    if resume is not None:
+      state = ckpt.restore(resume, state, iterator)
+      _info("resumed from %s/%d", ckpt.directory, resume)
+    return _run(cfg, setup, mesh, lm_params, state, dataset, iterator, ckpt, resume or 0,
+                num_steps, progress, log)
+  finally:
+    if ckpt:
+      ckpt.close()  # waits for an asynchronous save still being written
+
+
+def _info(msg: str, *args) -> None:
+  if jax.process_index() == 0:
+    logger.info(msg, *args)
+
+
+def _run(cfg, setup, mesh, lm_params, state, dataset, iterator, ckpt, start, num_steps, progress,
+         log) -> TrainState:
+  """The step loop of `train`, from data batch `start`."""
+  run_dir = run_directory(cfg)
   planned = min(cfg.train.num_steps or len(dataset), len(dataset))
   total = min(num_steps or planned, planned)
-  iterator = make_iterator(dataset)
-  state = init_train_state(setup, cfg.train.seed)
-  ckpt = Checkpoints(run_dir, cfg.train.max_to_keep) if cfg.train.keep_checkpoints else None
-  start = 0
-  if ckpt and ckpt.latest_step() is not None:
-    start = ckpt.latest_step()
-    state = ckpt.restore(start, state, iterator)
-    print(f"resumed from {ckpt.directory}/{start}")
   every = cfg.train.checkpoint_every or max(1, planned // 10)
-
   replicated = parallel.replicated(mesh)
-  lm_shardings = parallel.lm_param_shardings(mesh, lm_params, model_cfg)
+  lm_shardings = parallel.lm_param_shardings(mesh, lm_params, setup.model)
   lm_params = jax.device_put(lm_params, lm_shardings)
   state = jax.device_put(state, replicated)
   step_fn = make_train_step(setup, in_shardings=(replicated, lm_shardings,
@@ -105,29 +118,43 @@ def train(cfg: ExperimentConfig, lm, tokenizer=None, *, num_steps: Optional[int]
   tracker = tracking.Tracker(run_dir / "tb", enabled=None if log else False)
   if start == 0:
     tracker.config(cfg)
-  bar = tqdm(range(start, total), initial=start, total=total, desc="train", disable=not progress)
-  for step in bar:
+  bar = tqdm(total=total, initial=start, desc="train", disable=not progress)
+  profile = range(start + 1, start + 1 + cfg.train.profile_steps)  # after the compiling step
+  window_start, window_steps = time.perf_counter(), 0
+  for step in range(start, total):
     blocks = parallel.shard_batch(np.asarray(next(iterator), np.int32), mesh)
-    t0 = time.perf_counter()
-    state, metrics, actions = step_fn(state, lm_params, blocks)
-    metrics = {k: float(v) for k, v in metrics.items()}
-    if not metrics["optimizer_steps"]:  # accumulation only: no clip happened
-      del metrics["grad_norm"]
-    metrics["step_seconds"] = time.perf_counter() - t0
-    metrics["lr"] = cfg.optim.lr  # constant (spec Q10)
-    if step % cfg.train.log_every == 0 or step + 1 == total:
-      tracker.scalars(metrics, step + 1)
-      actions = multihost_utils.process_allgather(actions, tiled=True)
-      tracking.action_histograms(tracker, np.asarray(actions), setup.space, step + 1, prefix="actions")
-    bar.set_postfix(reward=f"{metrics['reward']:.3f}", pen=f"{metrics['penalty']:.3f}",
-                    ent=f"{metrics['entropy']:.2f}")
+    tracing = step in profile
+    if tracing and step == profile.start:
+      jax.profiler.start_trace(str(run_dir / "tb"))  # TensorBoard's profile tab
+    with jax.profiler.StepTraceAnnotation("train", step_num=step):
+      state, metrics, actions = step_fn(state, lm_params, blocks)
     if step + 1 == planned == len(dataset):  # end of the epoch: step the leftover accumulation (§9.7)
       state = flush_leftover_gradients(setup, state)
+    window_steps += 1
+    if step % cfg.train.log_every == 0 or step + 1 == total:
+      # Metrics stay on device between log steps: one host sync per log step.
+      actions = multihost_utils.process_allgather(actions, tiled=True)
+      metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      now = time.perf_counter()
+      if not metrics["optimizer_steps"]:  # accumulation only: no clip happened
+        del metrics["grad_norm"]
+      # Wall time per data batch over the steps since the last log step
+      # (data, logging and checkpoint saves included; the first includes compiling).
+      metrics["step_seconds"] = (now - window_start) / window_steps
+      metrics["lr"] = cfg.optim.lr  # constant (method Q10)
+      window_start, window_steps = now, 0
+      tracker.scalars(metrics, step + 1)
+      tracking.action_histograms(tracker, np.asarray(actions), setup.space, step + 1, prefix="actions")
+      bar.update(step + 1 - bar.n)
+      bar.set_postfix(reward=f"{metrics['reward']:.3f}", pen=f"{metrics['penalty']:.3f}",
+                      ent=f"{metrics['entropy']:.2f}")
     if ckpt and ((step + 1) % every == 0 or step + 1 == total):
-      ckpt.save(step + 1, state, iterator)
+      ckpt.save(step + 1, state, iterator)  # asynchronous: the next step does not wait on disk
+    if tracing and (step == profile[-1] or step + 1 == total):
+      jax.block_until_ready(state)  # the traced steps must finish inside the trace
+      jax.profiler.stop_trace()
+  bar.close()
   tracker.close()
-  if ckpt:
-    ckpt.close()
   return state
 
 

@@ -1,4 +1,4 @@
-"""The GRPO objective as pure jnp functions (spec §9.2-9.6).
+"""The GRPO objective as pure jnp functions (method §9.2-9.6).
 
 Arrays are laid out [B, K, T] (inputs, schedules of one input, steps) unless a
 docstring says otherwise. Mode strings, γ, the tolerance and the coefficients
@@ -22,7 +22,7 @@ from sol_jax.efficiency.actions import ActionSpace
 AGGREGATIONS = ("sum", "max", "none")
 GRPO_LEVELS = ("process", "outcome")
 GROUP_NORMS = ("center", "zscore")
-STD_FLOOR = 1e-6  # clamp for every standard deviation we divide by (spec §9.5)
+STD_FLOOR = 1e-6  # clamp for every standard deviation we divide by (method §9.5)
 NUM_AXES = 3  # (κ, ρ/ρ_max, η)
 
 ArrayLike = Union[jax.Array, float, Sequence[float]]
@@ -41,7 +41,7 @@ def _choice(name: str, value: str, allowed: Sequence[str]) -> None:
 
 def step_rewards(logp_token: jax.Array, kl: Optional[jax.Array] = None,
                  kl_weight: float = 0.0) -> jax.Array:
-  """r_t = (1 − w) log p_eff(x_{t+1}) − w KL(p_dense ‖ p_eff) (spec §9.2).
+  """r_t = (1 − w) log p_eff(x_{t+1}) − w KL(p_dense ‖ p_eff) (method §9.2).
 
   With w = 0 (every official config) this is the raw log-likelihood of the
   teacher token under the compressed model, and `kl` is not needed.
@@ -59,7 +59,7 @@ def step_rewards(logp_token: jax.Array, kl: Optional[jax.Array] = None,
 
 
 def rewards_to_go(rewards: jax.Array, agg: str = "sum", gamma: float = 0.85) -> jax.Array:
-  """Aggregates per-step rewards along the last (step) axis (spec §9.3).
+  """Aggregates per-step rewards along the last (step) axis (method §9.3).
 
   "sum": G_t = Σ_{j≥t} γ^{j−t} r_j. "max": M_t = max(r_t, γ·M_{t+1}), M_{T−1} = r_{T−1}.
   "none", or γ outside [0, 1): r unchanged (γ is static: a Python float).
@@ -88,13 +88,13 @@ def rewards_to_go(rewards: jax.Array, agg: str = "sum", gamma: float = 0.85) -> 
 
 
 def dead_zone_square(gap: jax.Array, tolerance: float = 0.02) -> jax.Array:
-  """φ(g) = max(|g| − tol, 0)²: two-sided, zero inside the dead zone (spec §9.4)."""
+  """φ(g) = max(|g| − tol, 0)²: two-sided, zero inside the dead zone (method §9.4)."""
   return jnp.square(jnp.maximum(jnp.abs(_float(gap)) - jnp.float32(tolerance), 0.0))
 
 
 def budget_penalty(episode_means: jax.Array, targets: jax.Array, alphas: ArrayLike,
                    tolerance: float = 0.02) -> jax.Array:
-  """Pen = Σ_axis α · φ(mean − target) per rollout (spec §9.4).
+  """Pen = Σ_axis α · φ(mean − target) per rollout (method §9.4).
 
   Args:
     episode_means: [B, K, 3] episode averages (κ̄, ρ̄/ρ_max, η̄) over effective
@@ -126,7 +126,7 @@ def budget_penalty(episode_means: jax.Array, targets: jax.Array, alphas: ArrayLi
 
 
 def returns(rewards_to_go: jax.Array, penalty: jax.Array, level: str = "process") -> jax.Array:
-  """R [B, K, T]: the episode penalty subtracted undiscounted from every step (spec §9.4).
+  """R [B, K, T]: the episode penalty subtracted undiscounted from every step (method §9.4).
 
   "process": R_t = G_t − Pen. "outcome": R_t = G_0 − Pen at every step.
   """
@@ -141,7 +141,7 @@ def returns(rewards_to_go: jax.Array, penalty: jax.Array, level: str = "process"
 
 
 def group_advantages(values: jax.Array, norm: str = "center") -> jax.Array:
-  """Â [B, K, T]: per input and step, the returns R centred over the K rollouts (spec §9.5.1).
+  """Â [B, K, T]: per input and step, the returns R centred over the K rollouts (method §9.5.1).
 
   "zscore" also divides by the population std over K, clamped to ≥ 1e-6.
   """
@@ -156,7 +156,7 @@ def group_advantages(values: jax.Array, norm: str = "center") -> jax.Array:
 
 
 def whiten(advantages: jax.Array, enabled: bool = True) -> jax.Array:
-  """(A − mean) / max(std, 1e-6) over ALL entries of one data batch (spec §9.5.2).
+  """(A − mean) / max(std, 1e-6) over ALL entries of one data batch (method §9.5.2).
 
   Call it per data batch, before buffering, never per minibatch.
   """
@@ -176,7 +176,7 @@ class AdvantageTerms(NamedTuple):
 
 def compute_advantages(rewards: jax.Array, episode_means: jax.Array, targets: jax.Array,
                        cfg: RLCfg, space: ActionSpace) -> AdvantageTerms:
-  """Spec §9.3-9.5 for one data batch, configured by `cfg` (rl section).
+  """Method §9.3-9.5 for one data batch, configured by `cfg` (rl section).
 
   Args:
     rewards: [B, K, T] per-step rewards (`step_rewards`).
@@ -205,7 +205,7 @@ def _masked_mean(x: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
 def policy_loss(logp_new: jax.Array, logp_old: jax.Array, advantages: jax.Array,
                 entropy: jax.Array, clip: float = 0.2, entropy_coef: float = 0.05,
                 mask: Optional[jax.Array] = None) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """PPO-clip surrogate with an entropy bonus, no KL and no value term (spec §9.6).
+  """PPO-clip surrogate with an entropy bonus, no KL and no value term (method §9.6).
 
   Args:
     logp_new: [N, T] tempered log π_new(a) of the stored actions (differentiable).

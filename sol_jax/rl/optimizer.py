@@ -1,4 +1,4 @@
-"""AdamW with PyTorch semantics, global-norm clipping and minibatch accumulation (spec §9.7).
+"""AdamW with PyTorch semantics, global-norm clipping and minibatch accumulation (method §9.7).
 
 The reference backpropagates L / grad_accum per minibatch, then every grad_accum
 minibatches clips the summed gradient to global norm 2.0 and takes one AdamW

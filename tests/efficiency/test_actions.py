@@ -83,7 +83,7 @@ def test_dense_and_forced_indices():
   space = ActionSpace.from_config([1.0, 0.5], ["s100", "s50"], ["q16", "q8"])
   assert space.dense_index == 0
   # No b = 16: dense_index falls back to the first κ = 1 action (q5), while the
-  # forced action of a non-effective step takes the max levels (q10), spec §4.6.
+  # forced action of a non-effective step takes the max levels (q10), method §4.6.
   q = load_action_variant("Q-Q5Q10").space
   assert q.dense_index == 0 and q.bits[q.dense_index] == 5
   assert q.bits[q.forced_dense_index] == 10

@@ -1,4 +1,4 @@
-"""Budget accounting against hand-computed small cases (spec §7)."""
+"""Budget accounting against hand-computed small cases (method §7)."""
 import jax
 import jax.numpy as jnp
 import numpy as np

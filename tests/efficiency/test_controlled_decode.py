@@ -1,4 +1,4 @@
-"""Controlled decode end to end on a tiny random Llama (spec §4.1, §14 notes 2-6, 10).
+"""Controlled decode end to end on a tiny random Llama (method §4.1, §14 notes 2-6, 10).
 
 (a) dense controls are bit-identical to the uncontrolled step; (b) a fp64 numpy
 re-implementation of whole controlled steps (Quest, pruning, fake-quant in
@@ -12,12 +12,9 @@ import pytest
 
 from sol_jax.efficiency import decode
 from sol_jax.efficiency.controls import make_controls
-from sol_jax.models import llama
-from sol_jax.models.config import ModelConfig
 from tests.efficiency import numpy_reference as ref
+from tests.tiny_models import TINY_LLAMA as CFG
 
-CFG = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_layers=2,
-                  num_heads=4, num_kv_heads=2, head_dim=8)
 B, K, C, PAGE, T = 2, 3, 16, 4, 5
 # Bit-widths for the fp64 comparison. Above 8 bits a rounding boundary sits within
 # fp32 noise of y/s (its step is absmax/qmax), so no independent implementation
@@ -29,8 +26,8 @@ _step = jax.jit(decode.schedule_step, static_argnums=1)
 _dense_step = jax.jit(decode.dense_schedule_step, static_argnums=1)
 
 
-def make_params():
-  p = jax.tree_util.tree_map(np.asarray, llama.init_params(CFG, jax.random.PRNGKey(0)))
+def make_params(lm_params):
+  p = jax.tree_util.tree_map(np.asarray, lm_params)  # the shared tiny_llama params
   # Non-trivial norm scales, so that a norm applied wrongly cannot go unnoticed.
   rng = np.random.default_rng(1)
   for norm in ("attn_norm", "mlp_norm"):
@@ -56,8 +53,8 @@ def sample_controls(rng):
 
 
 @pytest.fixture(scope="module")
-def params():
-  return make_params()
+def params(tiny_llama):
+  return make_params(tiny_llama[1])
 
 
 @pytest.fixture(scope="module")

@@ -46,7 +46,7 @@ def test_hand_computed_tiny():
 
 def test_page_count_is_capped_at_kv_len():
   np.testing.assert_allclose(flops.kept_tokens(0.9, 10, "pages", 4), 10)  # 9 -> 12 -> capped
-  np.testing.assert_allclose(flops.kept_tokens(0.1, 1001, "pages", 8), 104)  # spec §4.2.1 example
+  np.testing.assert_allclose(flops.kept_tokens(0.1, 1001, "pages", 8), 104)  # method §4.2.1 example
   np.testing.assert_allclose(flops.kept_tokens(0.1, 1001), 101)
   np.testing.assert_allclose(flops.kept_tokens(0.01, 10), 1)  # at least one key
 

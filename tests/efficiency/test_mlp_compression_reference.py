@@ -1,4 +1,4 @@
-"""MLP-input pruning (spec §4.3) and MLP-output fake quantization (§4.4) vs numpy."""
+"""MLP-input pruning (method §4.3) and MLP-output fake quantization (§4.4) vs numpy."""
 import jax
 import jax.numpy as jnp
 import ml_dtypes
@@ -44,7 +44,7 @@ def test_prune_count_matches_activation_dtype_arithmetic(dtype):
 
 
 def test_prune_count_spec_examples():
-  """Spec §4.3: the bf16 count differs from fp32 at D = 2048."""
+  """Method §4.3: the bf16 count differs from fp32 at D = 2048."""
   rho = jnp.asarray([0.6, 0.45], jnp.float32)
   np.testing.assert_array_equal(mlp.prune_count(rho, 2048, jnp.float32), [1229, 922])
   np.testing.assert_array_equal(mlp.prune_count(rho, 2048, jnp.bfloat16), [1232, 920])

@@ -1,8 +1,8 @@
-"""Token selection and attention sparsity vs the numpy references (spec §4.2, §14.2).
+"""Token selection and attention sparsity vs the numpy references (method §4.2, §14.2).
 
 Keys and queries are rounded to multiples of 1/8, so every Quest page score is
 exact in fp32 and fp64 alike: the masks can be compared exactly, including the
-exact ties that the spec requires to be kept.
+exact ties that the method doc requires to be kept.
 """
 import jax
 import jax.numpy as jnp
@@ -59,7 +59,7 @@ def test_top_k_mask_scalar_k_and_leading_axes(k):
 
 
 def test_top_k_mask_signed_zeros_tie():
-  """-0.0 == +0.0, so a threshold of 0 must keep both (spec: keep scores >= τ)."""
+  """-0.0 == +0.0, so a threshold of 0 must keep both (reference: keep scores >= τ)."""
   x = np.array([[0.0, -0.0, 1.0], [-0.0, 0.0, 1.0]], np.float32)
   got = np.asarray(_top_k(jnp.asarray(x), jnp.asarray([2, 2])))
   np.testing.assert_array_equal(got, ref.top_k_mask_ref(x, 2))
@@ -72,7 +72,7 @@ def test_token_budget_matches_fp32_ceil():
   for kv_len in (1, 5, 17, 1001, 1025, 1040, 1041):
     got = np.asarray(sparsity.token_budget(jnp.asarray(kappas), kv_len))
     np.testing.assert_array_equal(got, [ref.token_budget_ref(k, kv_len) for k in kappas])
-  assert int(sparsity.token_budget(0.1, 1001)) == 101  # spec §4.2.1 example
+  assert int(sparsity.token_budget(0.1, 1001)) == 101  # method §4.2.1 example
 
 
 # ---- Quest ----------------------------------------------------------------------

@@ -5,7 +5,12 @@ import numpy as np
 import pytest
 
 from sol_jax.efficiency.actions import ActionSpace, load_action_variant
-from sol_jax.evaluation import schedules as S
+from sol_jax.evaluation.constant import ConstantGenerator, constant_schedule
+from sol_jax.evaluation.fixed import FixedAllocator
+from sol_jax.evaluation.heuristics import (drift_signal, entropy_signal, heuristic_schedule,
+                                           heuristic_step, init_state)
+from sol_jax.evaluation.random_schedules import RandomScheduler, random_schedules, trial_seed
+from sol_jax.evaluation.schedule_eval import effective_steps, static_inputs
 
 THREE = load_action_variant("3L").space
 FL336 = load_action_variant("FL336").space
@@ -31,10 +36,10 @@ def axis_values(space):
 
 
 def test_constant_schedule():
-  out = S.constant_schedule(5, 3, 4, THREE)
+  out = constant_schedule(5, 3, 4, THREE)
   assert out.shape == (3, 4) and out.dtype == np.int32 and np.all(out == 5)
   with pytest.raises(ValueError, match="outside"):
-    S.constant_schedule(27, 3, 4, THREE)
+    constant_schedule(27, 3, 4, THREE)
 
 
 # ----------------------------------------------------------------------------- Fixed
@@ -47,7 +52,7 @@ def test_constant_schedule():
 ])
 def test_fixed_matches_targets_over_multi_batch_eval(space, targets):
   rows, steps, batches = 16, 16, 4
-  alloc = S.FixedAllocator(space, targets)
+  alloc = FixedAllocator(space, targets)
   schedules = [alloc.next_batch(rows, steps) for _ in range(batches)]
   kap, rho, eta = values(space, np.concatenate(schedules))
   n_total = rows * steps * batches
@@ -63,7 +68,7 @@ def test_fixed_matches_targets_over_multi_batch_eval(space, targets):
 
 
 def test_fixed_token_axis_is_round_robin():
-  alloc = S.FixedAllocator(THREE, (0.45, 1.0, 1.0))
+  alloc = FixedAllocator(THREE, (0.45, 1.0, 1.0))
   kap, _, _ = values(THREE, alloc.next_batch(16, 16))
   p = (0.45 - 0.1) / 0.5
   n_hi = round(p * 16)
@@ -75,11 +80,11 @@ def test_fixed_token_axis_is_round_robin():
 
 
 def test_fixed_on_a_level_is_constant():
-  alloc = S.FixedAllocator(THREE, (0.6, 0.8, 7 / 16))
+  alloc = FixedAllocator(THREE, (0.6, 0.8, 7 / 16))
   out = np.concatenate([alloc.next_batch(8, 16) for _ in range(2)])
   assert np.all(out == THREE.lookup(0.6, 0.8, 7))
   # Out-of-grid targets clamp to the extreme level.
-  out = S.FixedAllocator(THREE, (0.01, 1.3, 0.2)).next_batch(4, 4)
+  out = FixedAllocator(THREE, (0.01, 1.3, 0.2)).next_batch(4, 4)
   assert np.all(out == THREE.lookup(0.1, 1.0, 5))
 
 
@@ -87,7 +92,7 @@ def test_fixed_skips_non_effective_steps():
   eff = np.ones((6, 8), bool)
   eff[:, :2] = False
   eff[3, 2] = False
-  alloc = S.FixedAllocator(THREE, (0.45, 0.7, 0.5))
+  alloc = FixedAllocator(THREE, (0.45, 0.7, 0.5))
   out = alloc.next_batch(6, 8, eff)
   assert np.all(out[~eff] == THREE.forced_dense_index)
   _, rho, _ = values(THREE, out)
@@ -99,13 +104,12 @@ def test_fixed_skips_non_effective_steps():
 def test_static_inputs_pass_the_effective_mask():
   """Stacked generators see which steps may compress (short contexts: C <= Ts+Tw+1)."""
   from sol_jax.efficiency.controls import ControlSettings
-  from sol_jax.evaluation.schedule_eval import ConstantGenerator, effective_steps, static_inputs
   eff = effective_steps(4, 6, ControlSettings(sink_tokens=4, window_tokens=2))
   assert eff.tolist() == [False] * 3 + [True] * 3  # kv_len 5..10 must exceed 4 + 2 + 1
   targets = (0.45, 0.7, 0.5)
-  got = np.asarray(static_inputs([S.FixedAllocator(THREE, targets), ConstantGenerator(3)], 6,
+  got = np.asarray(static_inputs([FixedAllocator(THREE, targets), ConstantGenerator(3)], 6,
                                  eff)(0, 5))
-  np.testing.assert_array_equal(got[:, 0], S.FixedAllocator(THREE, targets).next_batch(5, 6, eff))
+  np.testing.assert_array_equal(got[:, 0], FixedAllocator(THREE, targets).next_batch(5, 6, eff))
   assert np.all(got[:, 0, :3] == THREE.forced_dense_index) and np.all(got[:, 1] == 3)
 
 # ----------------------------------------------------------------------------- Random
@@ -113,7 +117,7 @@ def test_static_inputs_pass_the_effective_mask():
 @pytest.mark.parametrize("space,targets", [(THREE, (0.45, 0.7, 0.5)), (FL336, (0.52, 0.66, 0.71))])
 def test_random_counts_exact_per_block(space, targets):
   rows, steps = 12, 16
-  out = S.random_schedules(space, targets, rows, steps, seed=S.trial_seed(3))
+  out = random_schedules(space, targets, rows, steps, seed=trial_seed(3))
   for axis, (realized, target, levels) in enumerate(zip(values(space, out), targets, axis_values(space))):
     t, lo, hi = bracket(levels, target)
     n_hi = round((t - lo) / (hi - lo) * steps) if axis == 0 else round((t - lo) * steps / (hi - lo))
@@ -122,24 +126,24 @@ def test_random_counts_exact_per_block(space, targets):
 
 
 def test_random_seeds_reproduce_and_differ():
-  a = S.random_schedules(FL336, (0.52, 0.66, 0.71), 8, 16, seed=1234)
-  b = S.random_schedules(FL336, (0.52, 0.66, 0.71), 8, 16, seed=1234)
-  c = S.random_schedules(FL336, (0.52, 0.66, 0.71), 8, 16, seed=1235)
+  a = random_schedules(FL336, (0.52, 0.66, 0.71), 8, 16, seed=1234)
+  b = random_schedules(FL336, (0.52, 0.66, 0.71), 8, 16, seed=1234)
+  c = random_schedules(FL336, (0.52, 0.66, 0.71), 8, 16, seed=1235)
   np.testing.assert_array_equal(a, b)
   assert not np.array_equal(a, c)
-  sched = S.RandomScheduler(FL336, (0.52, 0.66, 0.71), seed=1234)
+  sched = RandomScheduler(FL336, (0.52, 0.66, 0.71), seed=1234)
   np.testing.assert_array_equal(sched.next_batch(8, 16), a)
   assert not np.array_equal(sched.next_batch(8, 16), a)  # the trial's stream continues
-  assert S.trial_seed(0) == 1234 and S.trial_seed(7) == 1241
+  assert trial_seed(0) == 1234 and trial_seed(7) == 1241
 
 
 def test_random_positions_are_spread_and_respect_effective():
-  out = S.random_schedules(THREE, (0.35, 1.0, 1.0), 4000, 8, seed=0)
+  out = random_schedules(THREE, (0.35, 1.0, 1.0), 4000, 8, seed=0)
   hi_rate = (values(THREE, out)[0] == np.float32(0.6)).mean(axis=0)
   np.testing.assert_allclose(hi_rate, 0.5, atol=0.03)  # n_hi = 4 of 8 at uniform positions
   eff = np.ones((5, 8), bool)
   eff[:, :3] = False
-  out = S.random_schedules(THREE, (0.35, 1.0, 1.0), 5, 8, seed=1, effective=eff)
+  out = random_schedules(THREE, (0.35, 1.0, 1.0), 5, 8, seed=1, effective=eff)
   assert np.all(out[:, :3] == THREE.forced_dense_index)
   kap = values(THREE, out)[0][:, 3:]
   np.testing.assert_array_equal((kap == np.float32(0.6)).sum(axis=1), round(0.5 * 5))
@@ -148,7 +152,7 @@ def test_random_positions_are_spread_and_respect_effective():
 # ----------------------------------------------------------------------------- EMC / DAC
 
 def reference_block(levels, target, signals, gain=0.35, tol=1e-4):
-  """Slow float64 transcription of spec §12.5 for one axis of one block."""
+  """Slow float64 transcription of method §12.5 for one axis of one block."""
   v = sorted(levels)
   steps = len(signals)
   total_sum, chosen = 0.0, []
@@ -181,7 +185,7 @@ def test_heuristic_matches_python_reference(name):
   levels = axis_values(space)
   targets = np.array([[rng.uniform(min(l) - 0.05, max(l) + 0.05) for l in levels] for _ in range(rows)])
   signals = rng.uniform(0, 1, (rows, steps))
-  got = values(space, S.heuristic_schedule(space, jnp.asarray(targets, jnp.float32), jnp.asarray(signals, jnp.float32)))
+  got = values(space, heuristic_schedule(space, jnp.asarray(targets, jnp.float32), jnp.asarray(signals, jnp.float32)))
   for axis in range(3):
     for r in range(rows):
       want = reference_block(levels[axis], float(np.float32(targets[r, axis])), signals[r])
@@ -203,24 +207,24 @@ def test_heuristic_hits_feasible_targets_exactly(name):
   for signal_kind in ("random", "low", "high"):
     signals = {"random": rng.uniform(0, 1, (rows, steps)), "low": np.zeros((rows, steps)),
                "high": np.ones((rows, steps))}[signal_kind]
-    out = S.heuristic_schedule(space, jnp.asarray(targets, jnp.float32), jnp.asarray(signals, jnp.float32))
+    out = heuristic_schedule(space, jnp.asarray(targets, jnp.float32), jnp.asarray(signals, jnp.float32))
     for axis, realized in enumerate(values(space, out)):
       np.testing.assert_allclose(realized.mean(axis=1), targets[:, axis], atol=1e-5,
                                  err_msg=f"{signal_kind} axis {axis}")
 
 
 def test_feasible_band_clamp_hand_cases():
-  step = jax.jit(S.heuristic_step, static_argnums=3)
+  step = jax.jit(heuristic_step, static_argnums=3)
   # κ levels {0.1, 0.6, 1.0}, target 0.85 over 2 steps (need 1.7): c = 0.85 brackets
   # 0.6/1.0 at p = 0.625 - 0.175 < 0.5, so the rule picks 0.6, but the band
   # [1.7 - 1.0, 1.7 - 0.1] = [0.7, 1.6] excludes it: the nearest band level is 1.0.
-  _, a = step(S.init_state(1, 2), jnp.zeros(1), jnp.array([0.85, 1.0, 1.0]), THREE)
+  _, a = step(init_state(1, 2), jnp.zeros(1), jnp.array([0.85, 1.0, 1.0]), THREE)
   assert float(THREE.kappa[int(a[0])]) == pytest.approx(1.0)
-  _, a = step(S.init_state(1, 2), jnp.ones(1), jnp.array([0.85, 1.0, 1.0]), THREE)
+  _, a = step(init_state(1, 2), jnp.ones(1), jnp.array([0.85, 1.0, 1.0]), THREE)
   assert float(THREE.kappa[int(a[0])]) == pytest.approx(1.0)  # high signal picks hi anyway
   # Last step, need 0.4: the band {0.4} holds no level; the rule picks 0.1
   # (p = 0.6 - 0.175) and the clamp moves to the level nearest the band, 0.6.
-  _, a = step(S.init_state(1, 1), jnp.zeros(1), jnp.array([0.4, 1.0, 1.0]), THREE)
+  _, a = step(init_state(1, 1), jnp.zeros(1), jnp.array([0.4, 1.0, 1.0]), THREE)
   assert float(THREE.kappa[int(a[0])]) == pytest.approx(0.6)
 
 
@@ -228,13 +232,13 @@ def test_heuristic_step_in_scan_with_non_effective_steps():
   space = THREE
   eff = np.ones((3, 10), bool)
   eff[:, :2] = False
-  out = np.asarray(S.heuristic_schedule(space, jnp.array([0.6, 0.8, 0.5]), jnp.full((3, 10), 0.5),
+  out = np.asarray(heuristic_schedule(space, jnp.array([0.6, 0.8, 0.5]), jnp.full((3, 10), 0.5),
                                         effective=jnp.asarray(eff)))
   assert np.all(out[:, :2] == space.forced_dense_index)
   _, rho, eta = values(space, out[:, 2:])
   np.testing.assert_allclose(rho.mean(axis=1), 0.8, atol=1e-6)  # on a level: constant
-  state = S.init_state(3, 8)
-  step = jax.jit(S.heuristic_step, static_argnums=3)
+  state = init_state(3, 8)
+  step = jax.jit(heuristic_step, static_argnums=3)
   state, action = step(state, jnp.zeros(3), jnp.array([0.6, 0.8, 0.5]), space,
                        effective=jnp.array([True, False, True]))
   np.testing.assert_array_equal(state.count, [1, 0, 1])
@@ -247,20 +251,20 @@ def test_signals_against_numpy():
   p = np.exp(logits - logits.max(-1, keepdims=True))
   p /= p.sum(-1, keepdims=True)
   ent = -(p * np.log(p)).sum(-1) / np.log(11)
-  np.testing.assert_allclose(S.entropy_signal(jnp.asarray(logits)), ent, rtol=1e-5)
+  np.testing.assert_allclose(entropy_signal(jnp.asarray(logits)), ent, rtol=1e-5)
   top = np.sort(p, -1)[:, ::-1]
   mixed = 0.3 * ent + 0.7 * (1 - (top[:, 0] - top[:, 1]))
-  np.testing.assert_allclose(S.entropy_signal(jnp.asarray(logits), mix=0.3), mixed, rtol=1e-5)
-  np.testing.assert_allclose(S.entropy_signal(jnp.zeros((2, 7))), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(entropy_signal(jnp.asarray(logits), mix=0.3), mixed, rtol=1e-5)
+  np.testing.assert_allclose(entropy_signal(jnp.zeros((2, 7))), 1.0, rtol=1e-6)
   a, b = rng.normal(size=(5, 9)), rng.normal(size=(5, 9))
   cos = (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
-  np.testing.assert_allclose(S.drift_signal(jnp.asarray(a), jnp.asarray(b)), 0.5 * (1 - cos), rtol=1e-5)
-  np.testing.assert_allclose(S.drift_signal(jnp.asarray(a), jnp.asarray(a)), 0.0, atol=1e-6)
-  np.testing.assert_allclose(S.drift_signal(jnp.asarray(a), jnp.asarray(-a)), 1.0, atol=1e-6)
+  np.testing.assert_allclose(drift_signal(jnp.asarray(a), jnp.asarray(b)), 0.5 * (1 - cos), rtol=1e-5)
+  np.testing.assert_allclose(drift_signal(jnp.asarray(a), jnp.asarray(a)), 0.0, atol=1e-6)
+  np.testing.assert_allclose(drift_signal(jnp.asarray(a), jnp.asarray(-a)), 1.0, atol=1e-6)
 
 
 def test_bad_targets():
   with pytest.raises(ValueError, match="three finite"):
-    S.FixedAllocator(THREE, (0.5, 0.5))
+    FixedAllocator(THREE, (0.5, 0.5))
   with pytest.raises(ValueError, match="three finite"):
-    S.RandomScheduler(THREE, (0.5, float("nan"), 0.5), seed=0)
+    RandomScheduler(THREE, (0.5, float("nan"), 0.5), seed=0)

@@ -14,7 +14,8 @@ from sol_jax.efficiency.actions import ActionSpace
 from sol_jax.efficiency.controls import ControlSettings
 from sol_jax.evaluation.harness import StaticSchedule, run_controlled
 from sol_jax.models.registry import load_model
-from sol_jax.models.tokenizer import load_tokenizer
+
+pytestmark = pytest.mark.integration  # the real 135M model, C = 512
 
 N_BLOCKS = 4
 # (axis name, mid action, low action) on the 3L grid; the other axes stay dense.
@@ -24,11 +25,12 @@ LADDERS = (("kappa", (0.6, 1.0, 16), (0.1, 1.0, 16)),
 
 
 @pytest.fixture(scope="module")
-def setup():
+def setup(request):
   cfg = config_lib.load_config("smollm2_3L_cpu")
+  assert cfg.model.source == "smollm2-135m"  # the session's smollm2_tokenizer
   try:
     model_cfg, params = load_model(cfg.model.source, dtype=cfg.eval.dtype)
-    tokenizer = load_tokenizer(cfg.model.source)
+    tokenizer = request.getfixturevalue("smollm2_tokenizer")
     blocks = text_blocks(cfg.data.eval, tokenizer, cfg.block_len, data_dir=cfg.data.data_dir,
                          max_blocks=N_BLOCKS)
   except FileNotFoundError as err:
@@ -49,9 +51,9 @@ def test_ppl_rises_as_each_axis_is_compressed(setup):
   out = run_controlled(params, jnp.asarray(blocks), schedule, cfg=model_cfg, space=space,
                        settings=settings, provider=StaticSchedule(), context_len=c, horizon=t,
                        schedules=len(columns))
-  executed = np.asarray(out["actions"])
+  executed = np.asarray(out.actions)
   np.testing.assert_array_equal(executed, np.asarray(schedule))  # C = 512: every step effective
-  ppl = np.exp(np.asarray(out["nll"], np.float64).mean(axis=(0, 2)))
+  ppl = np.exp(np.asarray(out.nll, np.float64).mean(axis=(0, 2)))
   report = {space.tags[col]: round(float(p), 3) for col, p in zip(columns, ppl)}
   print(f"SmolLM2 static PPL over {len(blocks)} blocks x {t} tokens: {report}")
   assert np.all(np.isfinite(ppl))

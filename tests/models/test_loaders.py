@@ -353,8 +353,8 @@ def test_registry_resolves_smollm2():
 
 # ------------------------------------------------------------------ tokenizer
 
-def test_tokenizer_from_gguf(tmp_path):
-  tok = load_tokenizer("smollm2-135m")
+def test_tokenizer_from_gguf(tmp_path, smollm2_tokenizer):
+  tok = smollm2_tokenizer  # load_tokenizer("smollm2-135m"), shared by the session
   vocab = gguf.GGUFReader(os.path.join(SMOL_DIR, SMOL_FILE)).fields["tokenizer.ggml.tokens"]
   vocab = vocab.contents()
   assert len(tok) == len(vocab) == 49152

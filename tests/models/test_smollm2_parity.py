@@ -8,13 +8,15 @@ from sol_jax.data import text_blocks
 from sol_jax.evaluation.hf_reference import load_hf_model
 from sol_jax.models import llama
 from sol_jax.models.registry import load_model
-from sol_jax.models.tokenizer import load_tokenizer
+
+pytestmark = pytest.mark.integration  # the real 135M model in JAX and in torch
 
 
 @pytest.fixture(scope="module")
-def tokens():
+def tokens(request):
   try:
-    block = text_blocks("wikitext2-raw-test", load_tokenizer("smollm2-135m"), 256, max_blocks=2)
+    tok = request.getfixturevalue("smollm2_tokenizer")  # load_tokenizer("smollm2-135m")
+    block = text_blocks("wikitext2-raw-test", tok, 256, max_blocks=2)
   except FileNotFoundError as err:
     pytest.skip(f"WikiText-2 data not available: {err}")
   return block[1:2]  # a block from inside the text, not the article start

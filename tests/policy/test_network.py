@@ -1,4 +1,5 @@
 """Policy network: parameter counts, PyTorch init and parity, step == sequence."""
+import dataclasses
 import functools
 import math
 
@@ -56,7 +57,7 @@ def tiny():
 
 
 # ----------------------------------------------------------------------------
-# Parameter counts (spec 8.2 table, minus the reference's 513-parameter value head)
+# Parameter counts (method §8.2 table, minus the reference's 513-parameter value head)
 
 @pytest.mark.parametrize("actions,dim,max_len,reference", [
     (1560, 2048, 1024, 6_725_521),  # 1B FL (vMax)
@@ -140,7 +141,7 @@ def test_layernorm_eps_is_1e5():
 # Parity with a PyTorch module written from primitives
 
 class TorchPolicy(torch.nn.Module):
-  """Independent PyTorch statement of spec 8.2 (sequence mode only)."""
+  """Independent PyTorch statement of method §8.2 (sequence mode only)."""
 
   def __init__(self, cfg):
     super().__init__()
@@ -342,3 +343,20 @@ def test_bad_inputs_raise_clear_errors(tiny):
     PolicyConfig(5, 8, 8, d_model=30, num_heads=4)
   with pytest.raises(ValueError, match="temperature"):
     PolicyConfig(5, 8, 8, temperature=0.0)
+
+
+def test_from_section_builds_every_policy_key_into_the_network():
+  from sol_jax.config import PolicyCfg
+  section = PolicyCfg(d_model=16, num_heads=2, mlp_ratio=2, action_embed_dim=6,
+                      scalar_embed_dim=5, budget_hidden_dim=7, max_len=20, layer_norm_eps=0.5)
+  cfg = PolicyConfig.from_section(section, num_actions=4, obs_hidden_dim=8, embed_dim=6)
+  assert (cfg.budget_hidden_dim, cfg.layer_norm_eps, cfg.max_len) == (7, 0.5, 20)
+  params = network.init_params(cfg, jax.random.PRNGKey(0))
+  assert params["budget_in"]["kernel"].shape == (3, 7)
+  assert params["budget_out"]["kernel"].shape == (7, 4)
+  assert params["scalar_in"]["kernel"].shape == (8, 5)
+  # The section's LayerNorm eps reaches every norm: a larger eps shrinks the output.
+  obs = _random_obs(cfg, jax.random.PRNGKey(1), 2, 3)
+  small_eps = dataclasses.replace(cfg, layer_norm_eps=1e-5)
+  assert not np.allclose(network.sequence_logits(cfg, params, obs),
+                         network.sequence_logits(small_eps, params, obs), atol=1e-3)

@@ -8,7 +8,7 @@ from sol_jax.policy import observation as ob
 
 
 def _reference_scalars(usage, effective, targets, horizon):
-  """Spec 7/8.1 written as plain loops over rows and steps."""
+  """Method §7/§8.1 written as plain loops over rows and steps."""
   n, t, _ = usage.shape
   out = np.zeros((n, t, 8))
   for r in range(n):

@@ -22,13 +22,11 @@ import numpy as np  # noqa: E402
 
 from sol_jax import config as config_lib  # noqa: E402
 from sol_jax import parallel  # noqa: E402
-from sol_jax.models import llama  # noqa: E402
-from sol_jax.models.config import ModelConfig  # noqa: E402
 from sol_jax.rl.loop import make_setup  # noqa: E402
 from sol_jax.rl.train_step import init_train_state, make_train_step  # noqa: E402
+from tests.tiny_models import TINY_LLAMA as MODEL  # noqa: E402
+from tests.tiny_models import tiny_llama_params  # noqa: E402
 
-MODEL = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_layers=2,
-                    num_heads=4, num_kv_heads=2, head_dim=8)
 C, T, B, K = 8, 4, 8, 4
 STEPS = 2  # the second step's rollout already runs on once-updated params
 # 2 minibatches of 16 rollouts per data batch (16 splits over data=8) and
@@ -65,7 +63,7 @@ def _max_abs(a, b) -> float:
 
 
 def main() -> dict:
-  lm_params = llama.init_params(MODEL, jax.random.PRNGKey(0))
+  lm_params = tiny_llama_params()  # seed 0
   rng = np.random.default_rng(0)
   batches = [rng.integers(0, MODEL.vocab_size, (B, C + T + 1)).astype(np.int32)
              for _ in range(STEPS)]

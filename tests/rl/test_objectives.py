@@ -1,4 +1,4 @@
-"""GRPO objective pieces against hand-computed cases and numpy loops (spec §9.2-9.6)."""
+"""GRPO objective pieces against hand-computed cases and numpy loops (method §9.2-9.6)."""
 import dataclasses
 
 import jax

@@ -1,4 +1,4 @@
-"""Optimizer: clip-then-AdamW on the accumulated mean gradient, PyTorch semantics (spec §9.7)."""
+"""Optimizer: clip-then-AdamW on the accumulated mean gradient, PyTorch semantics (method §9.7)."""
 import dataclasses
 
 import jax

@@ -22,13 +22,12 @@ import pytest
 
 from sol_jax import config as config_lib
 from sol_jax.data import make_iterator
-from sol_jax.models import llama
-from sol_jax.models.config import ModelConfig
 from sol_jax.rl import checkpointing, loop
 from sol_jax.rl import train_step as train_step_lib
+from tests.tiny_models import TINY_LLAMA as MODEL
 
-MODEL = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_layers=2,
-                    num_heads=4, num_kv_heads=2, head_dim=8)
+pytestmark = pytest.mark.integration  # compiles the whole train step
+
 C, T, B, N = 8, 4, 2, 6  # N data batches; the interrupted run stops after N // 2
 # B*K = 8 rollouts per batch in 2 minibatches of 4; an AdamW step every 4
 # minibatches. After 3 batches (6 minibatches) one step is done and 2
@@ -91,9 +90,9 @@ def _restore_state_only(restore):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, tiny_llama):
   root = tmp_path_factory.mktemp("resume")
-  lm = (MODEL, llama.init_params(MODEL, jax.random.PRNGKey(0)))
+  lm = tiny_llama  # (MODEL, its seed-0 params)
   # One batch more than the run uses: the epoch does not end, so `train` skips
   # its leftover-gradient flush (nothing is pending at step N anyway), which
   # runs op by op and would cost more CPU time than all the training here.
@@ -217,3 +216,20 @@ def test_flipped_bytes_in_array_data_are_detected(runs):
       ckpt.restore(N // 2, template, iterator)
   finally:
     ckpt.close()
+
+
+def test_a_checkpoint_saved_mid_run_holds_that_step(runs):
+  """Saves are asynchronous: the straight run's step-3 checkpoint, written while
+  steps 4-6 ran, restores to the state and data position the interrupted run had."""
+  half, _ = runs["half"]
+  _, straight_batches = runs["straight"]
+  cfg = _config(runs["root"] / "straight")
+  template = train_step_lib.init_train_state(loop.make_setup(cfg, MODEL), cfg.train.seed)
+  iterator = make_iterator(loop.train_dataset(cfg, None, runs["blocks"]))
+  ckpt = checkpointing.Checkpoints(runs["root"] / "straight")
+  try:
+    restored = _host(ckpt.restore(N // 2, template, iterator))
+  finally:
+    ckpt.close()
+  assert _differing(half, restored) == []
+  np.testing.assert_array_equal(next(iterator), straight_batches[N // 2])

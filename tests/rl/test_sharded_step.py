@@ -45,12 +45,14 @@ def result():
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.integration
 def test_reference_step_trains(result):
   assert result["devices"] == 8
   assert result["ref_gradient_step"] == 2 and result["ref_mini_step"] == 0  # 2 AdamW steps
   assert result["param_change"] > 1e-3  # what the 1e-5 tolerance must resolve
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("mesh", MESHES)
 def test_mesh_is_really_used(result, mesh):
   r = result[mesh]
@@ -61,6 +63,7 @@ def test_mesh_is_really_used(result, mesh):
   assert r["actions_spec"] == ["data", None, None]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("mesh", MESHES)
 def test_same_actions_and_metrics(result, mesh):
   r = result[mesh]
@@ -72,6 +75,7 @@ def test_same_actions_and_metrics(result, mesh):
       assert got[key] == pytest.approx(want[key], rel=1e-5, abs=1e-6), key
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("mesh", MESHES)
 def test_same_gradients_and_params(result, mesh):
   r = result[mesh]

@@ -1,4 +1,4 @@
-"""Budget target sampling (spec §9.1): list > range > default, per axis."""
+"""Budget target sampling (method §9.1): list > range > default, per axis."""
 import dataclasses
 
 import jax

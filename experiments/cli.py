@@ -1,0 +1,127 @@
+"""Command lines of the experiment scripts: `[CONFIG] [key=value ...]`.
+
+The config is the only source of settings: every script reads a config file
+(default `experiments.DEFAULT_CONFIG`) plus `section.field=value` overrides.
+A script may add `--out PATH`; `--help` prints its docstring and the config
+keys it reads, with their values in the given config.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import json
+import re
+import sys
+from typing import Callable, Mapping, NamedTuple, Optional, Sequence
+
+from experiments import DEFAULT_CONFIG
+from sol_jax import config as config_lib
+
+
+class Command(NamedTuple):
+  cfg: config_lib.ExperimentConfig
+  config_args: tuple[str, ...]  # CONFIG and overrides as given, e.g. for a child process
+  out: Optional[str]  # --out, or the script's default
+  internal: dict[str, str]  # internal flags given (e.g. a benchmark's --child=MODE)
+
+
+def parse(argv: Optional[Sequence[str]], doc: str, keys: Sequence[str], *,
+          out: Optional[str] = None, has_out: bool = False,
+          internal: Sequence[str] = (), moved: Mapping[str, str] = (),
+          loader: Callable[..., config_lib.ExperimentConfig] = config_lib.config_from_argv
+          ) -> Command:
+  """Splits argv into the config (+ overrides) and the few non-setting flags.
+
+  keys: what --help lists: a section name ("sweep") or one key ("data.eval").
+  out: the default of `--out` (with has_out, None means the script picks).
+  internal: undocumented flags a script passes to its own child processes.
+  moved: former flags -> the config key that replaced them (for the error).
+  loader: (config args, default=) -> config, e.g. one that reads a run's config.yaml.
+  """
+  items = list(sys.argv[1:] if argv is None else argv)
+  if "-h" in items or "--help" in items:
+    print(help_text(doc, keys, [a for a in items if not _is_flag(a)]))
+    raise SystemExit(0)
+  config_args, flags = [], {}
+  out_value, want_out = out, has_out or out is not None
+  while items:
+    item = items.pop(0)
+    name, eq, value = item.partition("=")
+    if name == "--out" and want_out:
+      if not eq:
+        if not items:
+          raise ValueError("--out needs a path: --out PATH")
+        value = items.pop(0)
+      out_value = value
+    elif name in internal:
+      flags[name] = value
+    elif _is_flag(item):
+      raise ValueError(_flag_error(name, keys, moved, want_out))
+    else:
+      config_args.append(item)
+  cfg = loader(config_args, default=DEFAULT_CONFIG)
+  return Command(cfg, tuple(config_args), out_value, flags)
+
+
+def _is_flag(item: str) -> bool:
+  """`--x` or `--x=v`, but not `--section.field=v` (an override; its dashes are ignored)."""
+  return item.startswith("-") and "." not in item.partition("=")[0]
+
+
+def _flag_error(flag: str, keys: Sequence[str], moved: Mapping[str, str], has_out: bool) -> str:
+  bare = flag.lstrip("-")
+  if bare in moved:
+    hint = f"; it is the config key {moved[bare]}"
+  else:
+    names = {f.split(".")[-1]: f for f in _key_list(keys)}
+    close = difflib.get_close_matches(bare, list(names), n=1, cutoff=0.5)
+    hint = f" (did you mean the config key {names[close[0]]}?)" if close else ""
+  flags = "--out and --help" if has_out else "--help"
+  return (f"{flag} is not an option{hint}. Settings are config keys given as section.field=value "
+          f"after the optional CONFIG; the only flags are {flags}.")
+
+
+def _key_list(keys: Sequence[str]) -> list[str]:
+  """Expands section names to all their `section.field` keys."""
+  defaults = config_lib.ExperimentConfig()
+  out = []
+  for key in keys:
+    if "." in key:
+      out.append(key)
+    else:
+      out += [f"{key}.{f.name}" for f in dataclasses.fields(getattr(defaults, key))]
+  return out
+
+
+def _field_notes(cls: type) -> dict[str, str]:
+  """field -> the comment beside it (and the comment lines just above) in its class."""
+  names = {f.name for f in dataclasses.fields(cls)}
+  notes, above = {}, []
+  for line in inspect.getsource(cls).splitlines():
+    text = line.strip()
+    if text.startswith("#"):
+      above.append(text.lstrip("#").strip())
+      continue
+    match = re.match(r"(\w+):[^#]*(?:#\s*(.*))?$", text)
+    if match and match.group(1) in names:
+      notes[match.group(1)] = " ".join(above + [match.group(2) or ""]).strip()
+    above = []
+  return notes
+
+
+def help_text(doc: str, keys: Sequence[str], config_args: Sequence[str] = ()) -> str:
+  """The script's docstring, then each key with its value in the given config."""
+  try:
+    cfg = config_lib.config_from_argv(list(config_args), default=DEFAULT_CONFIG)
+    named = config_args and "=" not in config_args[0]
+    source = " ".join(list(config_args) if named else [DEFAULT_CONFIG, *config_args])
+  except (ValueError, FileNotFoundError):
+    cfg, source = config_lib.load_config(DEFAULT_CONFIG), DEFAULT_CONFIG
+  lines = [doc.strip(), "", f"Config keys this script reads (values from {source}):"]
+  for key in _key_list(keys):
+    section, field = key.split(".")
+    value = json.dumps(config_lib.config_to_dict(getattr(getattr(cfg, section), field)))
+    note = _field_notes(type(getattr(cfg, section))).get(field, "")
+    lines.append(f"  {key}={value}" + (f"    # {note}" if note else ""))
+  return "\n".join(lines)

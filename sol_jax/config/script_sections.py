@@ -1,0 +1,92 @@
+"""Config sections read by the experiment scripts: eval, sweep and bench.
+
+Every setting of experiments/*.py is a key here or in the other sections
+(the model, data, grid, B, K, C, T), so a run is described by its config
+alone; a script keeps only `--out` and `--help` as flags.
+
+Budget triples are (κ*, ρ*, η*) with η = bits/16. A third value above 1 is
+read as a bit-width in [2, 16] and stored as bits/16 (so `[0.5, 0.7, 8]` and
+`[0.5, 0.7, 0.5]` are the same budget).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from sol_jax.config.fields import Section, ranged
+from sol_jax.efficiency.actions import MAX_BITS, MIN_BITS, variant_path
+
+Budgets = tuple[tuple[float, float, float], ...]
+DECODE_MODES = ("dense", "quest", "controlled")
+
+
+def _normalize_budgets(section: Section, field: str) -> None:
+  """Checks every (κ*, ρ*, η*) of `field` and stores bit-widths as η = bits/16."""
+  triples = getattr(section, field)
+  section._check(len(triples) > 0, field, "needs at least one [kappa, rho, eta] triple")
+  out = []
+  for kappa, rho, eta in triples:
+    if eta > 1.0:
+      section._check(eta == int(eta) and MIN_BITS <= eta <= MAX_BITS, field,
+                     f"{[kappa, rho, eta]}: eta {eta} is neither in (0, 1] nor a bit-width "
+                     f"in [{MIN_BITS}, {MAX_BITS}]")
+      eta = eta / MAX_BITS
+    section._check(0.0 < kappa <= 1.0 and 0.0 < rho <= 1.0, field,
+                   f"{[kappa, rho, eta]}: kappa and rho must be in (0, 1]")
+    section._check(eta > 0.0, field, f"{[kappa, rho, eta]}: eta must be in (0, 1]")
+    out.append((kappa, rho, eta))
+  object.__setattr__(section, field, tuple(out))
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalCfg(Section):
+  """Evaluation: dense_eval, eval_policy and training_curves (method §12.1)."""
+  _name = "eval"
+  dtype: Literal["float32", "bfloat16"] = "bfloat16"  # eval reloads the LM in bf16
+  # eval_policy: the requested budgets the policy is conditioned on, one column each.
+  budgets: Budgets = ((0.3, 0.6, 0.5), (0.6, 0.8, 0.6), (0.9, 1.0, 0.9))
+  greedy: bool = True  # eval_policy: argmax actions (method §12.1); false samples
+  random_seed: int = 1234  # random schedules (trial i: seed + i); a sampling policy
+  progress: bool = True  # progress bars
+  hf_check: bool = True  # dense_eval: cross-check the PPL with transformers
+  curve_bins: int = ranged(8, ">= 1")  # training_curves: rows of the binned table
+
+  def _validate(self):
+    _normalize_budgets(self, "budgets")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepCfg(Section):
+  """The static-schedule sweep of experiments.static_pareto (method §12.3-12.5)."""
+  _name = "sweep"
+  pages: tuple[int, ...] = ranged((4, 8), ">= 1")  # Quest page sizes, one sweep each
+  blocks: int = ranged(64, ">= 1")  # test blocks of data.eval (reference protocol: 112)
+  select_blocks: int = ranged(32, ">= 1")  # blocks of select_split; capped at `blocks`
+  select_split: str = "wikitext2-valid"  # the split that picks best-of-N random
+  # Targets of Fixed, random and EMC/DAC, one set of columns each.
+  budgets: Budgets = ((0.35, 0.6, 0.375), (0.5, 0.7, 0.5), (0.8, 0.9, 0.75))
+  random_trials: int = ranged(8, ">= 1")  # random schedules per budget
+  fl_actions: int = ranged(24, ">= 0")  # constant actions of fl_variant (0: none)
+  fl_variant: str = "FL"  # action variant of that spread
+  estimate_only: bool = False  # print the work estimate and exit
+
+  def _validate(self):
+    self._check(len(self.pages) > 0, "pages", "needs at least one page size")
+    _normalize_budgets(self, "budgets")
+    try:
+      variant_path(self.fl_variant)
+    except FileNotFoundError as e:
+      self._check(False, "fl_variant", str(e))
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchCfg(Section):
+  """Benchmarks; B, K, C, T, the model and the grid come from the other sections."""
+  _name = "bench"
+  steps: int = ranged(4, ">= 1")  # bench_train: timed data batches after the first
+  # bench_decode, after the prefill: dense, Quest sparsity only, all three mechanisms.
+  decode_modes: tuple[Literal[DECODE_MODES], ...] = DECODE_MODES
+  memory_rollouts: tuple[int, ...] = ranged((16, 32), ">= 1")  # bench_decode: K for peak RSS
+
+  def _validate(self):
+    self._check(len(self.decode_modes) > 0, "decode_modes", "needs at least one mode")

@@ -14,6 +14,7 @@ rate is also given as a fraction of an fp32 matmul peak measured in the same
 run (before and after; the max is used). FLOPs are analytic
 (sol_jax.efficiency.flops): XLA's cost analysis counts a scan body only once.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,13 +30,31 @@ from sol_jax.models import load_model
 from sol_jax.rl import action_space
 
 MODULE = "experiments.bench_decode"
-KEYS = ("bench.decode_modes", "bench.memory_rollouts", "model.source", "model.dtype",
-        "rl.batch_size", "rl.num_rollouts", "data.context_len", "data.horizon", "actions.page_size",
-        "actions.keep_fracs", "actions.struct_prune_choices", "actions.quant_choices")
-MOVED = {"model": "model.source", "batch": "rl.batch_size", "schedules": "rl.num_rollouts",
-         "context": "data.context_len", "horizon": "data.horizon", "page_size": "actions.page_size",
-         "variant": "actions.variant", "modes": "bench.decode_modes",
-         "memory_schedules": "bench.memory_rollouts"}
+KEYS = (
+  "bench.decode_modes",
+  "bench.memory_rollouts",
+  "model.source",
+  "model.dtype",
+  "rl.batch_size",
+  "rl.num_rollouts",
+  "data.context_len",
+  "data.horizon",
+  "actions.page_size",
+  "actions.keep_fracs",
+  "actions.struct_prune_choices",
+  "actions.quant_choices",
+)
+MOVED = {
+  "model": "model.source",
+  "batch": "rl.batch_size",
+  "schedules": "rl.num_rollouts",
+  "context": "data.context_len",
+  "horizon": "data.horizon",
+  "page_size": "actions.page_size",
+  "variant": "actions.variant",
+  "modes": "bench.decode_modes",
+  "memory_schedules": "bench.memory_rollouts",
+}
 
 
 def _controlled_decode_fn(cfg, c, t, mode, page_size):
@@ -55,6 +74,7 @@ def _controlled_decode_fn(cfg, c, t, mode, page_size):
       return suffix, decode.token_logprob(logits, blocks[:, c + i + 1][:, None])
 
     return jax.lax.scan(step, suffix, jnp.arange(t))[1]
+
   return jax.jit(run)
 
 
@@ -78,12 +98,20 @@ def child(exp, mode: str) -> dict:
       a = rng.integers(0, space.num_actions, (b, k))
       kappa, rho, bits = space.kappa[a], space.rho[a], space.bits[a]
     fn = _controlled_decode_fn(cfg, c, t, mode, page_size)
-    total = bench_utils.best_time(fn, params, blocks, jnp.asarray(kappa, jnp.float32),
-                                  jnp.asarray(rho, jnp.float32), jnp.asarray(bits, jnp.int32))
+    total = bench_utils.best_time(
+      fn,
+      params,
+      blocks,
+      jnp.asarray(kappa, jnp.float32),
+      jnp.asarray(rho, jnp.float32),
+      jnp.asarray(bits, jnp.int32),
+    )
     out["decode_s"] = total - out["prefill_s"]
     out["row_steps_per_s"] = b * k * t / out["decode_s"]
     kv = c + 1 + np.arange(t)
-    out["decode_gflop"] = float(sum(flops.dense_decode_flops(cfg, int(n)) for n in kv)) * b * k / 1e9
+    out["decode_gflop"] = (
+      float(sum(flops.dense_decode_flops(cfg, int(n)) for n in kv)) * b * k / 1e9
+    )
   out["peak_rss_gb"] = bench_utils.peak_rss_gb()
   return out
 
@@ -95,7 +123,8 @@ def main(argv=None):
     print(json.dumps(child(cfg, cmd.internal["--child"])))
     return
   run = lambda mode, k: bench_utils.run_child(
-      MODULE, [*cmd.config_args, f"rl.num_rollouts={k}"], mode)
+    MODULE, [*cmd.config_args, f"rl.num_rollouts={k}"], mode
+  )
   schedules = cfg.rl.num_rollouts
   peak = bench_utils.matmul_peak_gflops()
   rows = [run("prefill", schedules)]
@@ -108,12 +137,16 @@ def main(argv=None):
   dense = next((r for r in rows if r["mode"] == "dense"), None)
   for r in rows:
     r["prefill_frac_peak"] = r["prefill_gflop"] / r["prefill_s"] / peak
-    line = (f"{r['mode']:>10} B={r['B']} K={r['K']:>2} C={r['C']}: prefill {r['prefill_tokens_per_s']:.0f} tok/s "
-            f"({r['prefill_frac_peak']:.0%} of peak)")
+    line = (
+      f"{r['mode']:>10} B={r['B']} K={r['K']:>2} C={r['C']}: prefill {r['prefill_tokens_per_s']:.0f} tok/s "
+      f"({r['prefill_frac_peak']:.0%} of peak)"
+    )
     if "decode_s" in r:
       r["decode_frac_peak"] = r["decode_gflop"] / r["decode_s"] / peak
-      line += (f" | decode {r['row_steps_per_s']:.0f} row-steps/s over {r['B'] * r['K']} rows "
-               f"({r['decode_frac_peak']:.0%} of peak)")
+      line += (
+        f" | decode {r['row_steps_per_s']:.0f} row-steps/s over {r['B'] * r['K']} rows "
+        f"({r['decode_frac_peak']:.0%} of peak)"
+      )
       if dense and r is not dense and r["K"] == dense["K"]:
         r["overhead_vs_dense"] = dense["row_steps_per_s"] / r["row_steps_per_s"] - 1
         line += f", overhead vs dense {r['overhead_vs_dense']:+.0%}"

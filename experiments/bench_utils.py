@@ -1,4 +1,5 @@
 """Shared benchmark plumbing: matmul peak, timing, peak RSS in fresh processes."""
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,7 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
     start = time.perf_counter()
     f(a).block_until_ready()
     best = min(best, time.perf_counter() - start)
-  return 2 * size ** 3 / best / 1e9
+  return 2 * size**3 / best / 1e9
 
 
 def best_time(fn, *args, repeats: int = 3) -> float:
@@ -36,12 +37,13 @@ def best_time(fn, *args, repeats: int = 3) -> float:
 
 
 def peak_rss_gb() -> float:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
 def run_child(module: str, args: list[str], mode: str = "") -> dict:
   """Runs `python -m module args --child[=mode]` and parses its last stdout line as JSON."""
   child = f"--child={mode}" if mode else "--child"
-  out = subprocess.run([sys.executable, "-m", module, *args, child], check=True,
-                       capture_output=True, text=True)
+  out = subprocess.run(
+    [sys.executable, "-m", module, *args, child], check=True, capture_output=True, text=True
+  )
   return json.loads(out.stdout.strip().splitlines()[-1])

@@ -5,6 +5,7 @@ The config is the only source of settings: every script reads a config file
 A script may add `--out PATH`; `--help` prints its docstring and the config
 keys it reads, with their values in the given config.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,11 +27,17 @@ class Command(NamedTuple):
   internal: dict[str, str]  # internal flags given (e.g. a benchmark's --child=MODE)
 
 
-def parse(argv: Optional[Sequence[str]], doc: str, keys: Sequence[str], *,
-          out: Optional[str] = None, has_out: bool = False,
-          internal: Sequence[str] = (), moved: Mapping[str, str] = (),
-          loader: Callable[..., config_lib.ExperimentConfig] = config_lib.config_from_argv
-          ) -> Command:
+def parse(
+  argv: Optional[Sequence[str]],
+  doc: str,
+  keys: Sequence[str],
+  *,
+  out: Optional[str] = None,
+  has_out: bool = False,
+  internal: Sequence[str] = (),
+  moved: Mapping[str, str] = (),
+  loader: Callable[..., config_lib.ExperimentConfig] = config_lib.config_from_argv,
+) -> Command:
   """Splits argv into the config (+ overrides) and the few non-setting flags.
 
   keys: what --help lists: a section name ("sweep") or one key ("data.eval").
@@ -78,8 +85,10 @@ def _flag_error(flag: str, keys: Sequence[str], moved: Mapping[str, str], has_ou
     close = difflib.get_close_matches(bare, list(names), n=1, cutoff=0.5)
     hint = f" (did you mean the config key {names[close[0]]}?)" if close else ""
   flags = "--out and --help" if has_out else "--help"
-  return (f"{flag} is not an option{hint}. Settings are config keys given as section.field=value "
-          f"after the optional CONFIG; the only flags are {flags}.")
+  return (
+    f"{flag} is not an option{hint}. Settings are config keys given as section.field=value "
+    f"after the optional CONFIG; the only flags are {flags}."
+  )
 
 
 def _key_list(keys: Sequence[str]) -> list[str]:

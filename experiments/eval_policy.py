@@ -10,6 +10,7 @@ Fixed matched to the policy's *realized* averages (§12.3) on the same blocks.
 Writes a CSV + JSON next to the checkpoints. The run's saved config.yaml is
 used, with the key=value overrides on top (eval.*, data paths...).
 """
+
 from __future__ import annotations
 
 import csv
@@ -25,15 +26,28 @@ from sol_jax.models import load_model, load_tokenizer
 from sol_jax.policy import PolicyAgent
 from sol_jax.rl import Checkpoints, evaluation_config, init_train_state, make_setup, run_directory
 
-
-KEYS = ("eval.budgets", "eval.greedy", "eval.random_seed", "eval.dtype", "eval.progress",
-        "train.run_dir", "train.seed", "model.source", "data.data_dir", "data.eval",
-        "data.eval_batches", "data.eval_batch_size", "data.context_len", "data.horizon")
+KEYS = (
+  "eval.budgets",
+  "eval.greedy",
+  "eval.random_seed",
+  "eval.dtype",
+  "eval.progress",
+  "train.run_dir",
+  "train.seed",
+  "model.source",
+  "data.data_dir",
+  "data.eval",
+  "data.eval_batches",
+  "data.eval_batch_size",
+  "data.context_len",
+  "data.horizon",
+)
 
 
 def main(argv=None):
-  cfg = cli.parse(argv, __doc__, KEYS, moved={"budgets": "eval.budgets"},
-                  loader=evaluation_config).cfg
+  cfg = cli.parse(
+    argv, __doc__, KEYS, moved={"budgets": "eval.budgets"}, loader=evaluation_config
+  ).cfg
   model_cfg, params = load_model(cfg.model.source, dtype=cfg.eval.dtype)
   tokenizer = load_tokenizer(cfg.model.source)
   setup = make_setup(cfg, model_cfg)
@@ -41,12 +55,15 @@ def main(argv=None):
   ckpt = Checkpoints(run_dir)
   step = ckpt.latest_step()
   if step is None:
-    raise FileNotFoundError(f"no checkpoint in {ckpt.directory}; train first "
-                            f"(python -m experiments.train {cfg.name}) or set train.run_dir.")
+    raise FileNotFoundError(
+      f"no checkpoint in {ckpt.directory}; train first "
+      f"(python -m experiments.train {cfg.name}) or set train.run_dir."
+    )
   state = ckpt.restore(step, init_train_state(setup, cfg.train.seed))
   c, t = cfg.data.context_len, cfg.data.horizon
-  blocks = text_blocks(cfg.data.eval, tokenizer, c + t + 1, data_dir=cfg.data.data_dir,
-                       max_blocks=cfg.data.eval_blocks)
+  blocks = text_blocks(
+    cfg.data.eval, tokenizer, c + t + 1, data_dir=cfg.data.data_dir, max_blocks=cfg.data.eval_blocks
+  )
   agent = PolicyAgent(setup.policy, setup.space, t, greedy=cfg.eval.greedy)
   budgets = cfg.eval.budgets
   # One column per requested budget: the policy is conditioned on it (§12.1).
@@ -54,23 +71,49 @@ def main(argv=None):
   seed = jax.random.PRNGKey(cfg.eval.random_seed)  # used only by a sampling policy
 
   def inputs(batch, n):
-    return {"params": state.params, "targets": jnp.broadcast_to(targets, (n,) + targets.shape),
-            "rng": jax.random.fold_in(seed, batch)}
+    return {
+      "params": state.params,
+      "targets": jnp.broadcast_to(targets, (n,) + targets.shape),
+      "rng": jax.random.fold_in(seed, batch),
+    }
 
   policy = evaluation.evaluate_columns(
-      params, model_cfg, setup.space, setup.settings, blocks, context_len=c, horizon=t,
-      batch_size=cfg.data.eval_batch_size, names=[f"policy {b}" for b in budgets],
-      batch_inputs=inputs, provider=agent, progress=cfg.eval.progress, desc="policy")
+    params,
+    model_cfg,
+    setup.space,
+    setup.settings,
+    blocks,
+    context_len=c,
+    horizon=t,
+    batch_size=cfg.data.eval_batch_size,
+    names=[f"policy {b}" for b in budgets],
+    batch_inputs=inputs,
+    provider=agent,
+    progress=cfg.eval.progress,
+    desc="policy",
+  )
   realized = [(r.avg_keep_effective, r.avg_prune_keep, r.avg_quant_ratio) for r in policy]
   fixed = evaluation.fixed_matched(
-      params, model_cfg, setup.space, setup.settings, blocks, realized, context_len=c, horizon=t,
-      batch_size=cfg.data.eval_batch_size, progress=cfg.eval.progress, desc="fixed")
+    params,
+    model_cfg,
+    setup.space,
+    setup.settings,
+    blocks,
+    realized,
+    context_len=c,
+    horizon=t,
+    batch_size=cfg.data.eval_batch_size,
+    progress=cfg.eval.progress,
+    desc="fixed",
+  )
   rows = []
   for budget, p_res, f_res in zip(budgets, policy, fixed):
     for r in (p_res, f_res):
       rows.append(dict(r.row(), requested=budget, checkpoint_step=step))
-      print(f"{r.name:>40}: PPL {r.ppl:.3f}  kappa {r.avg_keep_effective:.3f} rho {r.avg_prune_keep:.3f} "
-            f"eta {r.avg_quant_ratio:.3f}  net keep {r.net_keep:.3f}  rel FLOPs {r.relative_flops:.3f}")
+      print(
+        f"{r.name:>40}: PPL {r.ppl:.3f}  kappa {r.avg_keep_effective:.3f} rho {r.avg_prune_keep:.3f} "
+        f"eta {r.avg_quant_ratio:.3f}  net keep {r.net_keep:.3f}  rel FLOPs {r.relative_flops:.3f}"
+      )
   out = run_dir / f"eval_policy_step{step}"
   out.mkdir(parents=True, exist_ok=True)
   with open(out / "results.csv", "w", newline="") as f:

@@ -9,6 +9,7 @@ checkpoint in train.run_dir (default runs/<config name>). TensorBoard logs go to
 on every host; sol_jax.parallel.initialize_distributed() reads the standard
 environment (see its docstring).
 """
+
 from __future__ import annotations
 
 import logging

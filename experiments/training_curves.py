@@ -11,6 +11,7 @@ writes <out>/training_curves.txt (binned means, eval.curve_bins rows of steps)
 and <out>/training_curves.png (reward, penalty, entropy, budget gaps, realized
 vs requested budgets). --out defaults to the run directory.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -26,24 +27,34 @@ from experiments import cli
 from sol_jax.rl import run_directory
 
 AXES = ("kappa", "rho", "eta")
-TABLE_TAGS = ("reward", "penalty", "entropy", "loss", "grad_norm", *(f"gap/{a}" for a in AXES),
-              "step_seconds")
+TABLE_TAGS = (
+  "reward",
+  "penalty",
+  "entropy",
+  "loss",
+  "grad_norm",
+  *(f"gap/{a}" for a in AXES),
+  "step_seconds",
+)
 
 
 def read_scalars(tb_dir: pathlib.Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   """tag -> (steps, values), sorted by step; a step logged twice keeps its last value."""
   files = sorted(tb_dir.glob("events.out.tfevents.*"))
   if not files:
-    raise FileNotFoundError(f"no TensorBoard event files in {tb_dir}; pass the run directory "
-                            "that `python -m experiments.train` wrote (it holds tb/).")
+    raise FileNotFoundError(
+      f"no TensorBoard event files in {tb_dir}; pass the run directory "
+      "that `python -m experiments.train` wrote (it holds tb/)."
+    )
   merged: dict[str, dict[int, float]] = {}
   for f in files:  # in creation order, so a resumed run's values win
     acc = EventAccumulator(str(f), size_guidance={"scalars": 0})
     acc.Reload()
     for tag in acc.Tags()["scalars"]:
       merged.setdefault(tag, {}).update((e.step, e.value) for e in acc.Scalars(tag))
-  return {tag: (np.array(sorted(d)), np.array([d[s] for s in sorted(d)]))
-          for tag, d in merged.items()}
+  return {
+    tag: (np.array(sorted(d)), np.array([d[s] for s in sorted(d)])) for tag, d in merged.items()
+  }
 
 
 def binned_table(scalars, bins: int) -> str:
@@ -65,7 +76,7 @@ def smoothed(series, window: int):
   """(steps, moving mean over `window` batches), aligned to each window's last step."""
   steps, values = series
   window = max(1, min(window, len(values)))
-  return steps[window - 1:], np.convolve(values, np.ones(window) / window, mode="valid")
+  return steps[window - 1 :], np.convolve(values, np.ones(window) / window, mode="valid")
 
 
 def plot(scalars, path: pathlib.Path, window: int = 10) -> None:
@@ -76,10 +87,14 @@ def plot(scalars, path: pathlib.Path, window: int = 10) -> None:
     ax.set(title=tag, xlabel="data batch")
   for ax, axis in zip(axes[1], AXES):
     for i, kind in enumerate(("requested", "realized")):
-      ax.plot(*smoothed(scalars[f"{kind}/{axis}"], window), color=f"C{i}",
-              label=f"{kind} (mean of batch)")
-    ax.plot(*smoothed(scalars[f"gap/{axis}"], window), color="C3",
-            label="|realized - requested| per input")
+      ax.plot(
+        *smoothed(scalars[f"{kind}/{axis}"], window), color=f"C{i}", label=f"{kind} (mean of batch)"
+      )
+    ax.plot(
+      *smoothed(scalars[f"gap/{axis}"], window),
+      color="C3",
+      label="|realized - requested| per input",
+    )
     ax.set(title=f"budget {axis} ({window}-batch moving mean)", xlabel="data batch")
     ax.legend(fontsize=8)
   fig.tight_layout()
@@ -88,8 +103,13 @@ def plot(scalars, path: pathlib.Path, window: int = 10) -> None:
 
 
 def main(argv=None):
-  cmd = cli.parse(argv, __doc__, ("train.run_dir", "eval.curve_bins"), has_out=True,
-                  moved={"bins": "eval.curve_bins"})
+  cmd = cli.parse(
+    argv,
+    __doc__,
+    ("train.run_dir", "eval.curve_bins"),
+    has_out=True,
+    moved={"bins": "eval.curve_bins"},
+  )
   run_dir = run_directory(cmd.cfg)
   scalars = read_scalars(run_dir / "tb")
   out = pathlib.Path(cmd.out) if cmd.out else run_dir

@@ -24,6 +24,7 @@ must be called before anything touches a JAX device):
 Every process then feeds its own slice of the batch: `shard_batch` assembles
 the global array from process-local data, and only process 0 writes logs.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,31 +41,31 @@ MESH_AXES = ("data", "model")
 # Logical axis -> mesh axis (None: replicated). Each mesh axis is used at most
 # once per array; flax takes the first rule whose mesh axis is still free.
 LOGICAL_AXIS_RULES = (
-    ("batch", "data"),
-    ("schedule", None),  # the K rollouts of one input stay on its device
-    ("embed", None),  # hidden size D: pruning/quantization reduce over it
-    ("heads", "model"),
-    ("kv_heads", "model"),
-    ("mlp", "model"),
-    ("vocab", "model"),
-    ("layers", None),  # the stacked (nn.scan) layer axis
+  ("batch", "data"),
+  ("schedule", None),  # the K rollouts of one input stay on its device
+  ("embed", None),  # hidden size D: pruning/quantization reduce over it
+  ("heads", "model"),
+  ("kv_heads", "model"),
+  ("mlp", "model"),
+  ("vocab", "model"),
+  ("layers", None),  # the stacked (nn.scan) layer axis
 )
 
 # Logical axes of the frozen Llama's params, keyed by (module, param) name; a
 # leading "layers" axis is added for the stacked decoder-layer params.
 _LM_PARAM_AXES = {
-    ("embed", "embedding"): ("vocab", "embed"),
-    ("lm_head", "kernel"): ("embed", "vocab"),
-    ("final_norm", "scale"): ("embed",),
-    ("attn_norm", "scale"): ("embed",),
-    ("mlp_norm", "scale"): ("embed",),
-    ("q_proj", "kernel"): ("embed", "heads"),
-    ("k_proj", "kernel"): ("embed", "kv_heads"),
-    ("v_proj", "kernel"): ("embed", "kv_heads"),
-    ("o_proj", "kernel"): ("heads", "embed"),
-    ("gate_proj", "kernel"): ("embed", "mlp"),
-    ("up_proj", "kernel"): ("embed", "mlp"),
-    ("down_proj", "kernel"): ("mlp", "embed"),
+  ("embed", "embedding"): ("vocab", "embed"),
+  ("lm_head", "kernel"): ("embed", "vocab"),
+  ("final_norm", "scale"): ("embed",),
+  ("attn_norm", "scale"): ("embed",),
+  ("mlp_norm", "scale"): ("embed",),
+  ("q_proj", "kernel"): ("embed", "heads"),
+  ("k_proj", "kernel"): ("embed", "kv_heads"),
+  ("v_proj", "kernel"): ("embed", "kv_heads"),
+  ("o_proj", "kernel"): ("heads", "embed"),
+  ("gate_proj", "kernel"): ("embed", "mlp"),
+  ("up_proj", "kernel"): ("embed", "mlp"),
+  ("down_proj", "kernel"): ("mlp", "embed"),
 }
 
 
@@ -79,6 +80,7 @@ def make_mesh(mesh_cfg: Any, devices: Optional[Sequence[jax.Device]] = None) -> 
   devices = list(jax.devices() if devices is None else devices)
   if hasattr(mesh_cfg, "mesh"):  # an ExperimentConfig
     from sol_jax import config as config_lib  # local: keep this module light
+
     shape = config_lib.validate_mesh(mesh_cfg, len(devices))
   else:
     shape = mesh_cfg.axis_sizes(len(devices))
@@ -96,22 +98,26 @@ def _fit_spec(spec: PartitionSpec, shape: Optional[Sequence[int]], mesh: Mesh) -
   return PartitionSpec(*out)
 
 
-def logical_spec(logical_axes: Sequence[Optional[str]], mesh: Mesh,
-                 shape: Optional[Sequence[int]] = None) -> PartitionSpec:
+def logical_spec(
+  logical_axes: Sequence[Optional[str]], mesh: Mesh, shape: Optional[Sequence[int]] = None
+) -> PartitionSpec:
   """PartitionSpec for logical axis names via `LOGICAL_AXIS_RULES`.
 
   Names without a rule (and None) are replicated. With `shape`, a dim whose
   size is not divisible by its mesh axis is replicated instead of split.
   """
   if shape is not None and len(shape) != len(logical_axes):
-    raise ValueError(f"logical axes {tuple(logical_axes)} name {len(logical_axes)} dims "
-                     f"but the array has shape {tuple(shape)}")
+    raise ValueError(
+      f"logical axes {tuple(logical_axes)} name {len(logical_axes)} dims "
+      f"but the array has shape {tuple(shape)}"
+    )
   spec = nn.logical_to_mesh_axes(tuple(logical_axes), LOGICAL_AXIS_RULES)
   return _fit_spec(spec, shape, mesh)
 
 
-def logical_sharding(mesh: Mesh, logical_axes: Sequence[Optional[str]],
-                     shape: Optional[Sequence[int]] = None) -> NamedSharding:
+def logical_sharding(
+  mesh: Mesh, logical_axes: Sequence[Optional[str]], shape: Optional[Sequence[int]] = None
+) -> NamedSharding:
   """NamedSharding for an array whose dims carry `logical_axes` names."""
   return NamedSharding(mesh, logical_spec(logical_axes, mesh, shape))
 
@@ -135,14 +141,18 @@ def lm_param_axes(params: Any) -> Any:
     names = [getattr(k, "key", getattr(k, "name", None)) for k in path]
     key = tuple(names[-2:])
     if key not in _LM_PARAM_AXES:
-      raise ValueError(f"no sharding rule for LM param {jax.tree_util.keystr(path)}; "
-                       "add its (module, param) name to parallel._LM_PARAM_AXES")
+      raise ValueError(
+        f"no sharding rule for LM param {jax.tree_util.keystr(path)}; "
+        "add its (module, param) name to parallel._LM_PARAM_AXES"
+      )
     logical = _LM_PARAM_AXES[key]
     if "layers" in names[:-2]:
       logical = ("layers",) + logical
     if len(logical) != np.ndim(leaf):
-      raise ValueError(f"LM param {jax.tree_util.keystr(path)} has shape {np.shape(leaf)}, "
-                       f"expected {len(logical)} dims {logical}")
+      raise ValueError(
+        f"LM param {jax.tree_util.keystr(path)} has shape {np.shape(leaf)}, "
+        f"expected {len(logical)} dims {logical}"
+      )
     return logical
 
   return jax.tree_util.tree_map_with_path(axes, params)
@@ -158,15 +168,18 @@ def lm_param_shardings(mesh: Mesh, params: Any, model_cfg: Any = None) -> Any:
   n_model = mesh.shape["model"]
   whole_heads = {"heads": True, "kv_heads": True}
   if model_cfg is not None:
-    whole_heads = {"heads": model_cfg.num_heads % n_model == 0,
-                   "kv_heads": model_cfg.num_kv_heads % n_model == 0}
+    whole_heads = {
+      "heads": model_cfg.num_heads % n_model == 0,
+      "kv_heads": model_cfg.num_kv_heads % n_model == 0,
+    }
 
   def sharding(logical, leaf):
     logical = tuple(None if not whole_heads.get(a, True) else a for a in logical)
     return logical_sharding(mesh, logical, np.shape(leaf))
 
-  return jax.tree_util.tree_map(sharding, lm_param_axes(params), params,
-                                is_leaf=lambda x: isinstance(x, tuple))
+  return jax.tree_util.tree_map(
+    sharding, lm_param_axes(params), params, is_leaf=lambda x: isinstance(x, tuple)
+  )
 
 
 def _local_data_shards(mesh: Mesh) -> int:
@@ -188,8 +201,10 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
   def put(x):
     x = np.asarray(x)
     if x.ndim == 0 or x.shape[0] % shards:
-      raise ValueError(f"shard_batch: local batch of shape {x.shape} must have a leading "
-                       f"axis divisible by this process's {shards} data shards")
+      raise ValueError(
+        f"shard_batch: local batch of shape {x.shape} must have a leading "
+        f"axis divisible by this process's {shards} data shards"
+      )
     return jax.make_array_from_process_local_data(batch_sharding(mesh, x.ndim), x)
 
   return jax.tree_util.tree_map(put, batch)
@@ -217,8 +232,9 @@ def _cloud_tpu_workers() -> int:
     return len(hosts.split(","))
   if not any(os.path.exists(p) for p in ("/dev/accel0", "/dev/vfio/0")):
     return 1
-  req = urllib.request.Request(_METADATA + "worker-network-endpoints",
-                               headers={"Metadata-Flavor": "Google"})
+  req = urllib.request.Request(
+    _METADATA + "worker-network-endpoints", headers={"Metadata-Flavor": "Google"}
+  )
   try:
     with urllib.request.urlopen(req, timeout=2) as resp:
       return len(resp.read().decode().strip().split(","))
@@ -248,8 +264,10 @@ def multiprocess_launcher() -> Optional[str]:
   if (_env_int("MEGASCALE_NUM_SLICES") or 1) > 1 or _cloud_tpu_workers() > 1:
     return "cloud_tpu"
   if os.environ.get("JAX_COORDINATOR_ADDRESS"):
-    raise ValueError("JAX_COORDINATOR_ADDRESS is set but JAX_NUM_PROCESSES is not; set "
-                     "JAX_NUM_PROCESSES and JAX_PROCESS_ID too (or unset it for one host)")
+    raise ValueError(
+      "JAX_COORDINATOR_ADDRESS is set but JAX_NUM_PROCESSES is not; set "
+      "JAX_NUM_PROCESSES and JAX_PROCESS_ID too (or unset it for one host)"
+    )
   return None
 
 
@@ -268,8 +286,10 @@ def initialize_distributed() -> bool:
     num, pid = _env_int("JAX_NUM_PROCESSES"), _env_int("JAX_PROCESS_ID")
     address = os.environ.get("JAX_COORDINATOR_ADDRESS")
     if not address or pid is None or not 0 <= pid < num:
-      raise ValueError(f"JAX_NUM_PROCESSES={num} needs JAX_COORDINATOR_ADDRESS=host:port "
-                       f"(got {address!r}) and JAX_PROCESS_ID in [0, {num}) (got {pid})")
+      raise ValueError(
+        f"JAX_NUM_PROCESSES={num} needs JAX_COORDINATOR_ADDRESS=host:port "
+        f"(got {address!r}) and JAX_PROCESS_ID in [0, {num}) (got {pid})"
+      )
     jax.distributed.initialize(address, num, pid)
   else:  # JAX's cluster auto-detection (TPU metadata, SLURM, Open MPI)
     jax.distributed.initialize()

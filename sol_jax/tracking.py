@@ -9,6 +9,7 @@ Hyperparameters are written into the run itself (not a tensorboardX sub-run),
 so the HParams dashboard links them to the run's own scalar tags: pass the
 tags you want compared (e.g. "eval/ppl") as `metrics`.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -30,8 +31,14 @@ def _step(step: Any) -> int:
 class Tracker:
   """Scalars, histograms, images, text and hparams for one run directory."""
 
-  def __init__(self, logdir: Union[str, pathlib.Path], *, enabled: Optional[bool] = None,
-               flush_secs: int = 30, max_queue: int = 100):
+  def __init__(
+    self,
+    logdir: Union[str, pathlib.Path],
+    *,
+    enabled: Optional[bool] = None,
+    flush_secs: int = 30,
+    max_queue: int = 100,
+  ):
     """`enabled=None` means: write iff this is JAX process 0."""
     self.logdir = pathlib.Path(logdir)
     self.enabled = (jax.process_index() == 0) if enabled is None else bool(enabled)
@@ -41,7 +48,8 @@ class Tracker:
       import tensorboardX  # pylint: disable=g-import-not-at-top  (1.3 s, pulls torch)
 
       self._writer = tensorboardX.SummaryWriter(
-          str(self.logdir), flush_secs=flush_secs, max_queue=max_queue)
+        str(self.logdir), flush_secs=flush_secs, max_queue=max_queue
+      )
 
   # ---- scalars ---------------------------------------------------------------
 
@@ -82,13 +90,15 @@ class Tracker:
     left = np.maximum(right - 1, 0)
     pos = np.where(np.abs(values - levels[left]) < np.abs(values - levels[right]), left, right)
     if values.size == 0 or not np.allclose(levels[pos], values, rtol=1e-5, atol=1e-6):
-      raise ValueError(f"histogram {name!r}: values must be non-empty and drawn from "
-                       f"the levels {levels.tolist()}")
+      raise ValueError(
+        f"histogram {name!r}: values must be non-empty and drawn from the levels {levels.tolist()}"
+      )
     counts = np.bincount(pos, minlength=len(levels))
     gaps = np.diff(levels)
     half = 0.5 * (gaps.min() if gaps.size else 1.0)  # outer buckets as wide as the closest
-    edges = np.concatenate([[levels[0] - half], (levels[1:] + levels[:-1]) / 2,
-                            [levels[-1] + half]])
+    edges = np.concatenate(
+      [[levels[0] - half], (levels[1:] + levels[:-1]) / 2, [levels[-1] + half]]
+    )
     self._raw_histogram(name, values, edges, counts, _step(step))
 
   def _raw_histogram(self, name, values, edges, counts, step) -> None:
@@ -97,9 +107,16 @@ class Tracker:
     nonzero = np.flatnonzero(counts)
     lo, hi = edges[nonzero[0]], edges[nonzero[-1] + 1]
     self._writer.add_histogram_raw(
-        name, min=float(lo), max=float(hi), num=int(values.size), sum=float(values.sum()),
-        sum_squares=float(np.square(values).sum()), bucket_limits=edges[1:].tolist(),
-        bucket_counts=counts.astype(np.int64).tolist(), global_step=step)
+      name,
+      min=float(lo),
+      max=float(hi),
+      num=int(values.size),
+      sum=float(values.sum()),
+      sum_squares=float(np.square(values).sum()),
+      bucket_limits=edges[1:].tolist(),
+      bucket_counts=counts.astype(np.int64).tolist(),
+      global_step=step,
+    )
 
   # ---- images and text ------------------------------------------------------------
 
@@ -117,8 +134,10 @@ class Tracker:
     if arr.ndim == 2:
       arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
-      raise ValueError(f"image {name!r}: expected a matplotlib figure or an [H, W] / "
-                       f"[H, W, C] array with C in (1, 3, 4), got shape {arr.shape}")
+      raise ValueError(
+        f"image {name!r}: expected a matplotlib figure or an [H, W] / "
+        f"[H, W, C] array with C in (1, 3, 4), got shape {arr.shape}"
+      )
     if arr.dtype != np.uint8:
       arr = np.clip(arr.astype(np.float32), 0.0, 1.0)
     self._writer.add_image(name, arr, _step(step), dataformats="HWC")
@@ -130,8 +149,9 @@ class Tracker:
 
   # ---- run metadata ------------------------------------------------------------------
 
-  def hparams(self, flat: Mapping[str, Any],
-              metrics: Union[Mapping[str, Any], Sequence[str]] = ()) -> None:
+  def hparams(
+    self, flat: Mapping[str, Any], metrics: Union[Mapping[str, Any], Sequence[str]] = ()
+  ) -> None:
     """Writes hyperparameters for the HParams dashboard into this run.
 
     `metrics`: the scalar tags to compare across runs, or a {tag: value}
@@ -156,8 +176,9 @@ class Tracker:
     if metric_values:
       self.scalars(metric_values, 0)
 
-  def config(self, cfg: ExperimentConfig,
-             metrics: Union[Mapping[str, Any], Sequence[str]] = ()) -> None:
+  def config(
+    self, cfg: ExperimentConfig, metrics: Union[Mapping[str, Any], Sequence[str]] = ()
+  ) -> None:
     """The resolved config as YAML text (tag "config") plus its hparams."""
     self.text("config", "```yaml\n" + config_to_yaml(cfg) + "```", 0)
     self.hparams(config_to_flat_dict(cfg), metrics)
@@ -180,8 +201,9 @@ class Tracker:
     self.close()
 
 
-def action_histograms(tracker: Tracker, actions: Any, space: ActionSpace, step: Any,
-                      prefix: str = "actions") -> None:
+def action_histograms(
+  tracker: Tracker, actions: Any, space: ActionSpace, step: Any, prefix: str = "actions"
+) -> None:
   """Histograms of executed actions: κ, ρ, bits and the joint index.
 
   Tags `prefix/kappa`, `prefix/rho`, `prefix/bits` count the level values of
@@ -190,16 +212,23 @@ def action_histograms(tracker: Tracker, actions: Any, space: ActionSpace, step: 
   if not tracker.enabled:
     return
   a = np.asarray(jax.device_get(actions)).reshape(-1)
-  if a.size == 0 or not np.issubdtype(a.dtype, np.integer) or a.min() < 0 \
-      or a.max() >= space.num_actions:
-    raise ValueError(f"actions must be a non-empty integer array with values in "
-                     f"[0, {space.num_actions}), got dtype {a.dtype}"
-                     + (f" and range [{a.min()}, {a.max()}]" if a.size else " and no values"))
+  if (
+    a.size == 0
+    or not np.issubdtype(a.dtype, np.integer)
+    or a.min() < 0
+    or a.max() >= space.num_actions
+  ):
+    raise ValueError(
+      f"actions must be a non-empty integer array with values in "
+      f"[0, {space.num_actions}), got dtype {a.dtype}"
+      + (f" and range [{a.min()}, {a.max()}]" if a.size else " and no values")
+    )
   i_kappa, i_rho, i_bits = space.levels_of(a)
   step = _step(step)
-  for axis, levels, idx in (("kappa", space.keep_fracs, i_kappa),
-                            ("rho", space.prune_fracs, i_rho),
-                            ("bits", space.quant_bits, i_bits)):
-    tracker.level_histogram(f"{prefix}/{axis}", np.asarray(levels, np.float64)[idx], levels,
-                            step)
+  for axis, levels, idx in (
+    ("kappa", space.keep_fracs, i_kappa),
+    ("rho", space.prune_fracs, i_rho),
+    ("bits", space.quant_bits, i_bits),
+  ):
+    tracker.level_histogram(f"{prefix}/{axis}", np.asarray(levels, np.float64)[idx], levels, step)
   tracker.level_histogram(f"{prefix}/joint", a, np.arange(space.num_actions), step)

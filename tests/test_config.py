@@ -1,4 +1,5 @@
 """Tests for sol_jax.config: YAML loading, overrides, validation, official variants."""
+
 import dataclasses
 import pathlib
 import typing
@@ -13,10 +14,22 @@ CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "sol_jax" / "confi
 ALL_YAMLS = sorted(CONFIG_DIR.glob("*.yaml"))
 
 FL_KEEP = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
-FL_PRUNE = ["s40", "s45", "s50", "s55", "s60", "s65", "s70", "s75", "s80", "s85",
-            "s90", "s95", "s100"]
-FL_QUANT = ["q5", "q6", "q7", "q8", "q9", "q10", "q11", "q12", "q13", "q14",
-            "q15", "q16"]
+FL_PRUNE = [
+  "s40",
+  "s45",
+  "s50",
+  "s55",
+  "s60",
+  "s65",
+  "s70",
+  "s75",
+  "s80",
+  "s85",
+  "s90",
+  "s95",
+  "s100",
+]
+FL_QUANT = ["q5", "q6", "q7", "q8", "q9", "q10", "q11", "q12", "q13", "q14", "q15", "q16"]
 R_KEEP = [0.1, 0.4, 0.7, 1.0]
 R_PRUNE = ["s45", "s50", "s60", "s70", "s80", "s90", "s100"]
 L1B, L3B = "meta-llama/Llama-3.2-1B", "meta-llama/Llama-3.2-3B"
@@ -27,53 +40,341 @@ DISTIL = "deepseek-ai/DeepSeek-R1-Distill-Llama-8B"
 # model, criterion, page (None: unused), keep, prune, quant, A, C, T, K, B, accum,
 # Ts, Tw, budgets per axis (range (lo, hi) or set {v}), alphas.
 SPEC_11_2 = {
-    "All_Variantsv2": (L1B, "quest", 4, [0.1, 1.0], ["s60", "s100"], ["q5", "q16"], 8,
-                       1024, 16, 16, 8, 8, 4, 2, [(0.1, 1), (0.6, 1), (0.3125, 1)],
-                       (100, 100, 200)),
-    "All_Variantsv3": (L1B, "quest", 4, [0.1, 0.6, 1.0], ["s40", "s80", "s100"],
-                       ["q5", "q7", "q16"], 27, 1024, 16, 16, 8, 8, 4, 2,
-                       [(0.1, 1), (0.4, 1), (0.3125, 1)], (100, 100, 200)),
-    "All_VariantsvMax": (L1B, "quest", 8, FL_KEEP, FL_PRUNE, FL_QUANT, 1560, 1024, 16,
-                         32, 8, 8, 4, 2, [(0.1, 1), (0.4, 1), (0.3125, 1)],
-                         (100, 100, 200)),
-    "AV_V_R4": (L1B, "quest", 8, R_KEEP, R_PRUNE, FL_QUANT, 336, 1024, 4, 32, 8, 8, 4, 2,
-                [(0.1, 1), (0.45, 1), (0.3125, 1)], (100, 100, 200)),
-    "AV_V_R16": (L1B, "quest", 8, R_KEEP, R_PRUNE, FL_QUANT, 336, 1024, 16, 32, 8, 8, 4,
-                 2, [(0.1, 1), (0.45, 1), (0.3125, 1)], (100, 100, 200)),
-    "AV_V_R64": (L1B, "quest", 8, R_KEEP, R_PRUNE, FL_QUANT, 336, 1024, 64, 32, 8, 8, 4,
-                 2, [(0.1, 1), (0.45, 1), (0.3125, 1)], (100, 100, 200)),
-    "All_Variants_Llama3B": (L3B, "quest", 8, FL_KEEP, FL_PRUNE, FL_QUANT, 1560, 512, 16,
-                             16, 4, 16, 4, 2, [(0.1, 1), (0.4, 1), (0.3125, 1)],
-                             (100, 100, 200)),
-    "All_Variants_Llama8Bi": (L8BI, "quest", 8, FL_KEEP, FL_PRUNE, FL_QUANT, 1560, 512,
-                              16, 16, 2, 32, 4, 2, [(0.1, 1), (0.4, 1), (0.3125, 1)],
-                              (100, 100, 200)),
-    "ContextualDistil8B": (DISTIL, "quest", 16, [0.05] + FL_KEEP, ["s100"], ["q16"], 11,
-                           1024, 64, 16, 2, 32, 16, 16, [(0.1, 1), {1}, {1}],
-                           (100, 0, 0)),
-    "TokSparse_K10K100": (L1B, "quest", 4, [0.1, 1], ["s100"], ["q16"], 2, 1024, 16, 16,
-                          8, 8, 4, 2, [(0.1, 1), {1}, {1}], (100, 0, 0)),
-    "TokSparse_K20K100": (L1B, "quest", 4, [0.2, 1], ["s100"], ["q16"], 2, 1024, 16, 16,
-                          8, 8, 4, 2, [(0.2, 1), {1}, {1}], (100, 0, 0)),
-    "TokSparse_K40K100": (L1B, "quest", 4, [0.4, 1], ["s100"], ["q16"], 2, 1024, 16, 16,
-                          8, 8, 4, 2, [(0.4, 1), {1}, {1}], (100, 0, 0)),
-    "Prune_S30S100": (L1B, "recency", None, [1], ["s30", "s100"], ["q16"], 2, 1024, 16,
-                      16, 8, 8, 4, 2, [{1}, (0.3, 1), {1}], (0, 100, 0)),
-    "Prune_S40S100": (L1B, "recency", None, [1], ["s40", "s100"], ["q16"], 2, 1024, 16,
-                      16, 8, 8, 4, 2, [{1}, (0.4, 1), {1}], (0, 100, 0)),
-    "Prune_S50S100": (L1B, "recency", None, [1], ["s50", "s100"], ["q16"], 2, 1024, 16,
-                      16, 8, 8, 4, 2, [{1}, (0.5, 1), {1}], (0, 100, 0)),
-    "Quant_Q5Q10": (L1B, "recency", None, [1], ["s100"], ["q5", "q10"], 2, 1024, 16, 16,
-                    8, 8, 4, 2, [{1}, {1}, (0.3125, 0.625)], (0, 0, 200)),
-    "Quant_Q5Q16": (L1B, "recency", None, [1], ["s100"], ["q5", "q16"], 2, 1024, 16, 16,
-                    8, 8, 4, 2, [{1}, {1}, (0.3125, 1)], (0, 0, 200)),
-    "Quant_Q6Q16": (L1B, "recency", None, [1], ["s100"], ["q6", "q16"], 2, 1024, 16, 16,
-                    8, 8, 4, 2, [{1}, {1}, (0.375, 1)], (0, 0, 200)),
+  "All_Variantsv2": (
+    L1B,
+    "quest",
+    4,
+    [0.1, 1.0],
+    ["s60", "s100"],
+    ["q5", "q16"],
+    8,
+    1024,
+    16,
+    16,
+    8,
+    8,
+    4,
+    2,
+    [(0.1, 1), (0.6, 1), (0.3125, 1)],
+    (100, 100, 200),
+  ),
+  "All_Variantsv3": (
+    L1B,
+    "quest",
+    4,
+    [0.1, 0.6, 1.0],
+    ["s40", "s80", "s100"],
+    ["q5", "q7", "q16"],
+    27,
+    1024,
+    16,
+    16,
+    8,
+    8,
+    4,
+    2,
+    [(0.1, 1), (0.4, 1), (0.3125, 1)],
+    (100, 100, 200),
+  ),
+  "All_VariantsvMax": (
+    L1B,
+    "quest",
+    8,
+    FL_KEEP,
+    FL_PRUNE,
+    FL_QUANT,
+    1560,
+    1024,
+    16,
+    32,
+    8,
+    8,
+    4,
+    2,
+    [(0.1, 1), (0.4, 1), (0.3125, 1)],
+    (100, 100, 200),
+  ),
+  "AV_V_R4": (
+    L1B,
+    "quest",
+    8,
+    R_KEEP,
+    R_PRUNE,
+    FL_QUANT,
+    336,
+    1024,
+    4,
+    32,
+    8,
+    8,
+    4,
+    2,
+    [(0.1, 1), (0.45, 1), (0.3125, 1)],
+    (100, 100, 200),
+  ),
+  "AV_V_R16": (
+    L1B,
+    "quest",
+    8,
+    R_KEEP,
+    R_PRUNE,
+    FL_QUANT,
+    336,
+    1024,
+    16,
+    32,
+    8,
+    8,
+    4,
+    2,
+    [(0.1, 1), (0.45, 1), (0.3125, 1)],
+    (100, 100, 200),
+  ),
+  "AV_V_R64": (
+    L1B,
+    "quest",
+    8,
+    R_KEEP,
+    R_PRUNE,
+    FL_QUANT,
+    336,
+    1024,
+    64,
+    32,
+    8,
+    8,
+    4,
+    2,
+    [(0.1, 1), (0.45, 1), (0.3125, 1)],
+    (100, 100, 200),
+  ),
+  "All_Variants_Llama3B": (
+    L3B,
+    "quest",
+    8,
+    FL_KEEP,
+    FL_PRUNE,
+    FL_QUANT,
+    1560,
+    512,
+    16,
+    16,
+    4,
+    16,
+    4,
+    2,
+    [(0.1, 1), (0.4, 1), (0.3125, 1)],
+    (100, 100, 200),
+  ),
+  "All_Variants_Llama8Bi": (
+    L8BI,
+    "quest",
+    8,
+    FL_KEEP,
+    FL_PRUNE,
+    FL_QUANT,
+    1560,
+    512,
+    16,
+    16,
+    2,
+    32,
+    4,
+    2,
+    [(0.1, 1), (0.4, 1), (0.3125, 1)],
+    (100, 100, 200),
+  ),
+  "ContextualDistil8B": (
+    DISTIL,
+    "quest",
+    16,
+    [0.05] + FL_KEEP,
+    ["s100"],
+    ["q16"],
+    11,
+    1024,
+    64,
+    16,
+    2,
+    32,
+    16,
+    16,
+    [(0.1, 1), {1}, {1}],
+    (100, 0, 0),
+  ),
+  "TokSparse_K10K100": (
+    L1B,
+    "quest",
+    4,
+    [0.1, 1],
+    ["s100"],
+    ["q16"],
+    2,
+    1024,
+    16,
+    16,
+    8,
+    8,
+    4,
+    2,
+    [(0.1, 1), {1}, {1}],
+    (100, 0, 0),
+  ),
+  "TokSparse_K20K100": (
+    L1B,
+    "quest",
+    4,
+    [0.2, 1],
+    ["s100"],
+    ["q16"],
+    2,
+    1024,
+    16,
+    16,
+    8,
+    8,
+    4,
+    2,
+    [(0.2, 1), {1}, {1}],
+    (100, 0, 0),
+  ),
+  "TokSparse_K40K100": (
+    L1B,
+    "quest",
+    4,
+    [0.4, 1],
+    ["s100"],
+    ["q16"],
+    2,
+    1024,
+    16,
+    16,
+    8,
+    8,
+    4,
+    2,
+    [(0.4, 1), {1}, {1}],
+    (100, 0, 0),
+  ),
+  "Prune_S30S100": (
+    L1B,
+    "recency",
+    None,
+    [1],
+    ["s30", "s100"],
+    ["q16"],
+    2,
+    1024,
+    16,
+    16,
+    8,
+    8,
+    4,
+    2,
+    [{1}, (0.3, 1), {1}],
+    (0, 100, 0),
+  ),
+  "Prune_S40S100": (
+    L1B,
+    "recency",
+    None,
+    [1],
+    ["s40", "s100"],
+    ["q16"],
+    2,
+    1024,
+    16,
+    16,
+    8,
+    8,
+    4,
+    2,
+    [{1}, (0.4, 1), {1}],
+    (0, 100, 0),
+  ),
+  "Prune_S50S100": (
+    L1B,
+    "recency",
+    None,
+    [1],
+    ["s50", "s100"],
+    ["q16"],
+    2,
+    1024,
+    16,
+    16,
+    8,
+    8,
+    4,
+    2,
+    [{1}, (0.5, 1), {1}],
+    (0, 100, 0),
+  ),
+  "Quant_Q5Q10": (
+    L1B,
+    "recency",
+    None,
+    [1],
+    ["s100"],
+    ["q5", "q10"],
+    2,
+    1024,
+    16,
+    16,
+    8,
+    8,
+    4,
+    2,
+    [{1}, {1}, (0.3125, 0.625)],
+    (0, 0, 200),
+  ),
+  "Quant_Q5Q16": (
+    L1B,
+    "recency",
+    None,
+    [1],
+    ["s100"],
+    ["q5", "q16"],
+    2,
+    1024,
+    16,
+    16,
+    8,
+    8,
+    4,
+    2,
+    [{1}, {1}, (0.3125, 1)],
+    (0, 0, 200),
+  ),
+  "Quant_Q6Q16": (
+    L1B,
+    "recency",
+    None,
+    [1],
+    ["s100"],
+    ["q6", "q16"],
+    2,
+    1024,
+    16,
+    16,
+    8,
+    8,
+    4,
+    2,
+    [{1}, {1}, (0.375, 1)],
+    (0, 0, 200),
+  ),
 }
 # Method §5 action-variant files (owned by the actions module) per official config.
-VARIANT_OF = {"All_Variantsv2": "2L", "All_Variantsv3": "3L", "All_VariantsvMax": "FL",
-              "AV_V_R16": "FL336", "TokSparse_K10K100": "C-K10K100",
-              "Prune_S30S100": "P-S30S100", "Quant_Q6Q16": "Q-Q6Q16"}
+VARIANT_OF = {
+  "All_Variantsv2": "2L",
+  "All_Variantsv3": "3L",
+  "All_VariantsvMax": "FL",
+  "AV_V_R16": "FL336",
+  "TokSparse_K10K100": "C-K10K100",
+  "Prune_S30S100": "P-S30S100",
+  "Quant_Q6Q16": "Q-Q6Q16",
+}
 
 
 def _write(path: pathlib.Path, data) -> pathlib.Path:
@@ -97,8 +398,9 @@ def test_all_official_variants_present():
 
 @pytest.mark.parametrize("name", sorted(SPEC_11_2))
 def test_official_yaml_matches_spec_table(name):
-  (model, crit, page, keep, prune, quant, num_a, ctx, t, k, b, accum, ts, tw, budgets,
-   alphas) = SPEC_11_2[name]
+  (model, crit, page, keep, prune, quant, num_a, ctx, t, k, b, accum, ts, tw, budgets, alphas) = (
+    SPEC_11_2[name]
+  )
   cfg = C.load_config(CONFIG_DIR / f"{name}.yaml")
   a, rl = cfg.actions, cfg.rl
   assert cfg.name == name
@@ -124,13 +426,22 @@ def test_official_yaml_matches_spec_table(name):
   assert (rl.alpha_kappa, rl.alpha_rho, rl.alpha_eta) == alphas
   # §11.1 shared settings.
   assert (rl.reward_agg, rl.grpo_level, rl.grpo_norm, rl.reward) == (
-      "sum", "process", "center", "loglik")
+    "sum",
+    "process",
+    "center",
+    "loglik",
+  )
   assert (rl.reward_gamma, rl.task_w_kl, rl.adv_whiten_global) == (0.85, 0.0, True)
   assert (rl.ppo_clip, rl.entropy_coef, cfg.policy.temperature) == (0.2, 0.05, 1.3)
   assert rl.minibatch_decisions == 512  # the buffer is one data batch (no 2048 key)
   assert (cfg.optim.lr, cfg.optim.max_grad_norm, cfg.optim.weight_decay) == (1e-4, 2.0, 0.01)
-  assert (cfg.policy.d_model, cfg.policy.num_heads, cfg.policy.num_layers,
-          cfg.policy.mlp_ratio, cfg.policy.action_embed_dim) == (512, 4, 1, 4, 32)
+  assert (
+    cfg.policy.d_model,
+    cfg.policy.num_heads,
+    cfg.policy.num_layers,
+    cfg.policy.mlp_ratio,
+    cfg.policy.action_embed_dim,
+  ) == (512, 4, 1, 4, 32)
   assert cfg.policy.max_len == (1024 if model in (L1B,) else 512)
   assert cfg.train.seed == 1234 and cfg.data.shuffle_seed == 1234
   # Single-axis configs: uncontrolled axes default to target 1.0 (§11.2 notes).
@@ -181,7 +492,9 @@ def test_script_settings_keep_the_former_flag_defaults():
 
 
 def test_budget_bits_become_eta_and_round_trip(tmp_path):
-  cfg = C.load_config("smollm2_3L_cpu", ["sweep.budgets=[[0.5, 0.7, 8], [1, 1, 16], [0.2, 0.4, 1]]"])
+  cfg = C.load_config(
+    "smollm2_3L_cpu", ["sweep.budgets=[[0.5, 0.7, 8], [1, 1, 16], [0.2, 0.4, 1]]"]
+  )
   assert cfg.sweep.budgets == ((0.5, 0.7, 0.5), (1.0, 1.0, 1.0), (0.2, 0.4, 1.0))
   again = C.load_config(_write(tmp_path / "resolved.yaml", C.config_to_yaml(cfg)))
   assert again == cfg and hash(again) == hash(cfg)
@@ -194,11 +507,21 @@ def test_eval_batches_zero_means_every_block():
 
 
 def test_overrides_types_lists_nested():
-  cfg = C.load_config(CONFIG_DIR / "smollm2_3L_cpu.yaml", [
-      "rl.num_rollouts=4", "model.dtype=bfloat16", "actions.keep_fracs=[0.2, 1.0]",
-      "optim.lr=3e-4", "rl.adv_whiten_global=false", "data.data_dir=/tmp/x",
-      "eval.budgets=[[0.5, 0.6, 7], [1, 1, 16]]", "rl.budget_kappa_list=[0.3,0.6]",
-      "train.num_steps=5", "--name=tiny"])
+  cfg = C.load_config(
+    CONFIG_DIR / "smollm2_3L_cpu.yaml",
+    [
+      "rl.num_rollouts=4",
+      "model.dtype=bfloat16",
+      "actions.keep_fracs=[0.2, 1.0]",
+      "optim.lr=3e-4",
+      "rl.adv_whiten_global=false",
+      "data.data_dir=/tmp/x",
+      "eval.budgets=[[0.5, 0.6, 7], [1, 1, 16]]",
+      "rl.budget_kappa_list=[0.3,0.6]",
+      "train.num_steps=5",
+      "--name=tiny",
+    ],
+  )
   assert cfg.rl.num_rollouts == 4 and isinstance(cfg.rl.num_rollouts, int)
   assert cfg.model.dtype == "bfloat16"
   assert cfg.actions.keep_fracs == (0.2, 1.0)
@@ -210,18 +533,21 @@ def test_overrides_types_lists_nested():
   assert cfg.train.num_steps == 5 and cfg.name == "tiny"
   # Untouched fields keep the file's values; overrides are applied last.
   assert cfg.actions.struct_prune_choices == ("s40", "s80", "s100")
-  assert C.load_config(CONFIG_DIR / "smollm2_3L_cpu.yaml", ["train.num_steps="]
-                       ).train.num_steps is None
+  assert (
+    C.load_config(CONFIG_DIR / "smollm2_3L_cpu.yaml", ["train.num_steps="]).train.num_steps is None
+  )
   cfg2 = C.apply_overrides(cfg, ["rl.num_rollouts=8", "rl={batch_size: 2}"])
   assert (cfg2.rl.num_rollouts, cfg2.rl.batch_size, cfg2.optim.lr) == (8, 2, 3e-4)
-  assert C.config_from_argv([str(CONFIG_DIR / "base.yaml"), "rl.grad_accum=2"]
-                            ).rl.grad_accum == 2
+  assert C.config_from_argv([str(CONFIG_DIR / "base.yaml"), "rl.grad_accum=2"]).rl.grad_accum == 2
   assert C.config_from_argv(["rl.grad_accum=3"]).rl.grad_accum == 3
   # Scripts name a default file used when argv starts with an override (or is empty).
   via_default = C.config_from_argv(["rl.grad_accum=3"], default="smollm2_3L_cpu")
   assert (via_default.name, via_default.rl.grad_accum) == ("smollm2_3L_cpu", 3)
   assert C.config_from_argv([], default="smollm2_3L_cpu").name == "smollm2_3L_cpu"
-  assert C.config_from_argv(["base", "rl.grad_accum=2"], default="smollm2_3L_cpu").name != "smollm2_3L_cpu"
+  assert (
+    C.config_from_argv(["base", "rl.grad_accum=2"], default="smollm2_3L_cpu").name
+    != "smollm2_3L_cpu"
+  )
 
 
 def test_unknown_key_lists_valid_keys_and_suggests():
@@ -243,7 +569,9 @@ def test_unknown_key_lists_valid_keys_and_suggests():
     C.load_config(CONFIG_DIR / "base.yaml", ["rl.a.b=1"])
 
 
-@pytest.mark.parametrize("override,match", [
+@pytest.mark.parametrize(
+  "override,match",
+  [
     ("rl.num_rollouts=abc", r"rl.num_rollouts: expected an integer, got 'abc'"),
     ("rl.num_rollouts=2.5", "expected an integer"),
     ("rl.num_rollouts=true", "expected an integer"),
@@ -286,7 +614,8 @@ def test_unknown_key_lists_valid_keys_and_suggests():
     ("data.horizon=2048", "policy.max_len"),
     ("policy.num_heads=3", "divisible"),
     ("rl.reward=kl", "conflicts"),  # needs task_w_kl in {0, 1}: set below
-])
+  ],
+)
 def test_bad_values_rejected(override, match):
   extra = ["rl.task_w_kl=0.5"] if override == "rl.reward=kl" else []
   with pytest.raises(ValueError, match=match):
@@ -306,12 +635,20 @@ def test_direct_construction_is_checked_and_frozen():
 
 
 def test_inheritance_chain_lists_replace_and_cycles(tmp_path):
-  _write(tmp_path / "root.yaml", {"name": "root", "rl": {"num_rollouts": 4, "batch_size": 2},
-                                  "actions": {"keep_fracs": [0.1, 0.5, 1.0]}})
+  _write(
+    tmp_path / "root.yaml",
+    {
+      "name": "root",
+      "rl": {"num_rollouts": 4, "batch_size": 2},
+      "actions": {"keep_fracs": [0.1, 0.5, 1.0]},
+    },
+  )
   _write(tmp_path / "mid.yaml", {"base": "root.yaml", "rl": {"num_rollouts": 6}})
   _write(tmp_path / "other.yaml", {"optim": {"lr": 0.5}, "rl": {"batch_size": 3}})
-  _write(tmp_path / "leaf.yaml", {"defaults": ["mid", "other.yaml"], "name": "leaf",
-                                  "actions": {"keep_fracs": [1.0]}})
+  _write(
+    tmp_path / "leaf.yaml",
+    {"defaults": ["mid", "other.yaml"], "name": "leaf", "actions": {"keep_fracs": [1.0]}},
+  )
   cfg = C.load_config(tmp_path / "leaf.yaml")
   assert cfg.name == "leaf"
   assert (cfg.rl.num_rollouts, cfg.rl.batch_size, cfg.optim.lr) == (6, 3, 0.5)
@@ -336,9 +673,16 @@ def test_action_variant_resolution(tmp_path, monkeypatch):
   actions_dir = tmp_path / "actions"
   actions_dir.mkdir()
   monkeypatch.setattr(config_loading, "ACTIONS_DIR", actions_dir)
-  _write(actions_dir / "two.yaml", {
-      "keep_fracs": [0.3, 1.0], "struct_prune_choices": ["s50", "s100"],
-      "quant_choices": ["q4", "q16"], "sparsity_criteria": "quest", "page_size": 2})
+  _write(
+    actions_dir / "two.yaml",
+    {
+      "keep_fracs": [0.3, 1.0],
+      "struct_prune_choices": ["s50", "s100"],
+      "quant_choices": ["q4", "q16"],
+      "sparsity_criteria": "quest",
+      "page_size": 2,
+    },
+  )
   _write(tmp_path / "exp.yaml", {"actions": {"variant": "two", "page_size": 16}})
   cfg = C.load_config(tmp_path / "exp.yaml")
   assert cfg.actions.keep_fracs == (0.3, 1.0) and cfg.actions.quant_choices == ("q4", "q16")
@@ -353,15 +697,23 @@ def test_action_variant_resolution(tmp_path, monkeypatch):
   with pytest.raises(ValueError, match="did you mean 'page_size'"):
     C.load_config(tmp_path / "exp.yaml", ["actions.variant=bad"])
   # The file is validated by the one variant parser (efficiency.actions.read_variant).
-  _write(actions_dir / "crit.yaml", {
-      "keep_fracs": [1.0], "struct_prune_choices": ["s100"], "quant_choices": ["q16"],
-      "sparsity_criteria": "topk", "page_size": 4})
+  _write(
+    actions_dir / "crit.yaml",
+    {
+      "keep_fracs": [1.0],
+      "struct_prune_choices": ["s100"],
+      "quant_choices": ["q16"],
+      "sparsity_criteria": "topk",
+      "page_size": 4,
+    },
+  )
   with pytest.raises(ValueError, match=r"actions.variant='crit'.*sparsity_criteria='topk'"):
     C.load_config(tmp_path / "exp.yaml", ["actions.variant=crit"])
 
 
 def test_one_tuple_of_sparsity_criteria():
   from sol_jax.efficiency import actions, controls
+
   hint = typing.get_type_hints(C.ActionsCfg)["sparsity_criteria"]
   assert typing.get_args(hint) == actions.SPARSITY_CRITERIA
   assert controls.SPARSITY_CRITERIA is actions.SPARSITY_CRITERIA
@@ -391,11 +743,21 @@ def test_flat_dict_for_hparams():
 
 
 def test_boundary_values_accepted_and_open_ends_rejected():
-  cfg = C.load_config(CONFIG_DIR / "smollm2_3L_cpu.yaml", [
-      "rl.reward_gamma=1.0", "rl.task_w_kl=1", "rl.budget_kappa_min=1",
+  cfg = C.load_config(
+    CONFIG_DIR / "smollm2_3L_cpu.yaml",
+    [
+      "rl.reward_gamma=1.0",
+      "rl.task_w_kl=1",
+      "rl.budget_kappa_min=1",
       "rl.budget_kappa_max=1",
-      "actions.sink_tokens=0", "rl.ppo_clip=0", "rl.num_rollouts=2", "data.horizon=1",
-      "actions.quant_choices=[q2, q16]", "actions.struct_prune_choices=[s100]"])
+      "actions.sink_tokens=0",
+      "rl.ppo_clip=0",
+      "rl.num_rollouts=2",
+      "data.horizon=1",
+      "actions.quant_choices=[q2, q16]",
+      "actions.struct_prune_choices=[s100]",
+    ],
+  )
   assert (cfg.rl.reward_gamma, cfg.rl.task_w_kl, cfg.rl.num_rollouts) == (1.0, 1.0, 2)
   assert cfg.actions.num_actions == 3 * 1 * 2
   with pytest.raises(ValueError, match=r"ppo_clip=1.0: must be in \[0, 1\)"):
@@ -405,8 +767,11 @@ def test_boundary_values_accepted_and_open_ends_rejected():
 
 
 def test_cpu_variants_are_cpu_sized():
-  for name, num_a, page in (("smollm2_3L_cpu", 27, 8), ("smollm2_2L_cpu", 8, 4),
-                            ("smollm2_FL_cpu", 1560, 8)):
+  for name, num_a, page in (
+    ("smollm2_3L_cpu", 27, 8),
+    ("smollm2_2L_cpu", 8, 4),
+    ("smollm2_FL_cpu", 1560, 8),
+  ):
     cfg = C.load_config(CONFIG_DIR / f"{name}.yaml")
     assert cfg.model.source == "smollm2-135m" and cfg.model.dtype == "float32"
     assert (cfg.data.context_len, cfg.data.horizon) == (512, 16)

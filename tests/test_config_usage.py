@@ -13,6 +13,7 @@ validator reading a field is not a use, but `cfg.data.eval_blocks` reading
 (`PolicyConfig.from_section`) must have every key as a field there that its
 module reads. Tests do not count as readers.
 """
+
 from __future__ import annotations
 
 import ast
@@ -25,19 +26,23 @@ from sol_jax.policy import network
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CONFIG_PKG = ROOT / "sol_jax" / "config"
-SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(sections.ExperimentConfig)
-            if f.default_factory is not dataclasses.MISSING}
+SECTIONS = {
+  f.name: f.default_factory
+  for f in dataclasses.fields(sections.ExperimentConfig)
+  if f.default_factory is not dataclasses.MISSING
+}
 TOP_LEVEL = "cfg"  # the qualifier (and annotation) of the top-level keys
 CLASS_SECTION = {cls.__name__: name for name, cls in SECTIONS.items()}
 CLASS_SECTION["ExperimentConfig"] = TOP_LEVEL
 # Keys that are read by no attribute access, with the reason.
 EXEMPT = {
-    "description": "a note on the config file, shown in its YAML only",
-    "actions.variant": "expanded into the grid lists by config.loading when the file is read",
+  "description": "a note on the config file, shown in its YAML only",
+  "actions.variant": "expanded into the grid lists by config.loading when the file is read",
 }
 # Sections passed whole to a dataclass: that class and the module that reads it.
-FORWARDED = {"policy": (network.PolicyConfig, ROOT / "sol_jax" / "policy" / "network.py",
-                        "from_section")}
+FORWARDED = {
+  "policy": (network.PolicyConfig, ROOT / "sol_jax" / "policy" / "network.py", "from_section")
+}
 NOT_A_USE = {"_validate", "_check", "__post_init__"}
 
 
@@ -56,8 +61,9 @@ def _pattern(node) -> str | None:
   if isinstance(node, ast.Constant) and isinstance(node.value, str):
     return re.escape(node.value)
   if isinstance(node, ast.JoinedStr):
-    return "".join(re.escape(v.value) if isinstance(v, ast.Constant) else r"\w+"
-                   for v in node.values)
+    return "".join(
+      re.escape(v.value) if isinstance(v, ast.Constant) else r"\w+" for v in node.values
+    )
   return None
 
 
@@ -82,8 +88,11 @@ def _local_scope(fn, scope: dict) -> dict:
     if section is not None:
       scope[arg.arg] = section
   for node in ast.walk(fn):
-    if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Attribute)
-        and node.value.attr in SECTIONS):
+    if (
+      isinstance(node, ast.Assign)
+      and isinstance(node.value, ast.Attribute)
+      and node.value.attr in SECTIONS
+    ):
       for target in node.targets:
         if isinstance(target, ast.Name):
           scope[target.id] = node.value.attr
@@ -99,8 +108,12 @@ def _reads(node, scope: dict, out: set) -> None:
     section = _section(_name_of(node.value), scope)
     if section is not None:
       out.add((section, re.escape(node.attr)))
-  elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-        and node.func.id == "getattr" and len(node.args) >= 2):
+  elif (
+    isinstance(node, ast.Call)
+    and isinstance(node.func, ast.Name)
+    and node.func.id == "getattr"
+    and len(node.args) >= 2
+  ):
     section, pattern = _section(_name_of(node.args[0]), scope), _pattern(node.args[1])
     if section is not None and pattern is not None:
       out.add((section, pattern))
@@ -109,14 +122,21 @@ def _reads(node, scope: dict, out: set) -> None:
 
 
 def _names_used(tree) -> set[str]:
-  return {n.attr if isinstance(n, ast.Attribute) else n.id for n in ast.walk(tree)
-          if isinstance(n, (ast.Attribute, ast.Name))}
+  return {
+    n.attr if isinstance(n, ast.Attribute) else n.id
+    for n in ast.walk(tree)
+    if isinstance(n, (ast.Attribute, ast.Name))
+  }
 
 
 def collect_reads(extra_sources: tuple[str, ...] = ()) -> set[tuple[str, str]]:
   """(section, field pattern) read anywhere in sol_jax/ and experiments/ (see module doc)."""
-  outside = [p for d in ("sol_jax", "experiments") for p in sorted((ROOT / d).rglob("*.py"))
-             if CONFIG_PKG not in p.parents]
+  outside = [
+    p
+    for d in ("sol_jax", "experiments")
+    for p in sorted((ROOT / d).rglob("*.py"))
+    if CONFIG_PKG not in p.parents
+  ]
   trees = [ast.parse(p.read_text(), str(p)) for p in outside]
   trees += [ast.parse(src) for src in extra_sources]
   reads, used = set(), set()
@@ -136,8 +156,11 @@ def collect_reads(extra_sources: tuple[str, ...] = ()) -> set[tuple[str, str]]:
 
 
 def config_keys() -> dict[str, list[str]]:
-  keys = {TOP_LEVEL: [f.name for f in dataclasses.fields(sections.ExperimentConfig)
-                      if f.name not in SECTIONS]}
+  keys = {
+    TOP_LEVEL: [
+      f.name for f in dataclasses.fields(sections.ExperimentConfig) if f.name not in SECTIONS
+    ]
+  }
   keys.update({s: [f.name for f in dataclasses.fields(cls)] for s, cls in SECTIONS.items()})
   return keys
 
@@ -163,14 +186,22 @@ def test_every_config_key_is_read_by_some_code():
 
 
 def test_forwarded_sections_land_in_fields_their_module_reads():
-  used = _names_used(ast.parse("\n".join(
-      p.read_text() for d in ("sol_jax", "experiments") for p in (ROOT / d).rglob("*.py")
-      if CONFIG_PKG not in p.parents)))
+  used = _names_used(
+    ast.parse(
+      "\n".join(
+        p.read_text()
+        for d in ("sol_jax", "experiments")
+        for p in (ROOT / d).rglob("*.py")
+        if CONFIG_PKG not in p.parents
+      )
+    )
+  )
   for section, (cls, module, builder) in FORWARDED.items():
     assert builder in used, f"nothing calls {cls.__name__}.{builder} for the {section} section"
     targets = {f.name for f in dataclasses.fields(cls)}
-    module_attrs = {n.attr for n in ast.walk(ast.parse(module.read_text()))
-                    if isinstance(n, ast.Attribute)}
+    module_attrs = {
+      n.attr for n in ast.walk(ast.parse(module.read_text())) if isinstance(n, ast.Attribute)
+    }
     for field in config_keys()[section]:
       assert field in targets, f"{section}.{field} has no {cls.__name__} field"
       assert field in module_attrs, f"{section}.{field}: {module.name} never reads .{field}"
@@ -182,9 +213,12 @@ def test_an_unread_key_is_reported_and_a_read_clears_it():
   keys["mesh"] = keys["mesh"] + ["dummy_mesh_knob"]
   assert unread_keys(keys, collect_reads()) == ["rl.dummy_unread_knob", "mesh.dummy_mesh_knob"]
   # A read through an alias, an annotation, a `_cfg` name and an f-string getattr.
-  reads = collect_reads((
+  reads = collect_reads(
+    (
       "def f(cfg):\n  r = cfg.rl\n  return r.dummy_unread_knob\n",
-      "def g(mesh_cfg):\n  return getattr(mesh_cfg, f'dummy_{1}_knob')\n"))
+      "def g(mesh_cfg):\n  return getattr(mesh_cfg, f'dummy_{1}_knob')\n",
+    )
+  )
   assert unread_keys(keys, reads) == []
   # A same-named attribute of something that is not the section does not count.
   other = collect_reads(("def h(model_config):\n  return model_config.dummy_unread_knob\n",))

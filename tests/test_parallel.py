@@ -4,6 +4,7 @@ Multi-device checks need 8 fake CPU devices, which must be configured before
 jax is first imported; this pytest process already has jax with 1 device, so
 they run once in a subprocess (tests/parallel_checks.py) that prints JSON.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,14 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 def eight():
   env = {**os.environ, "PYTHONPATH": str(ROOT)}
   env.pop("XLA_FLAGS", None)
-  proc = subprocess.run([sys.executable, str(ROOT / "tests" / "parallel_checks.py")],
-                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+    [sys.executable, str(ROOT / "tests" / "parallel_checks.py")],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -54,16 +61,18 @@ def test_mesh_errors(eight):
 
 # The rules of the brief, written out per param: (dims with "model", ndim).
 _MODEL_DIM = {
-    "['embed']['embedding']": (0, 2), "['lm_head']['kernel']": (1, 2),
-    "['final_norm']['scale']": (None, 1), "['layers']['attn_norm']['scale']": (None, 2),
-    "['layers']['mlp_norm']['scale']": (None, 2),
-    "['layers']['attn']['q_proj']['kernel']": (2, 3),
-    "['layers']['attn']['k_proj']['kernel']": (2, 3),
-    "['layers']['attn']['v_proj']['kernel']": (2, 3),
-    "['layers']['attn']['o_proj']['kernel']": (1, 3),
-    "['layers']['mlp']['gate_proj']['kernel']": (2, 3),
-    "['layers']['mlp']['up_proj']['kernel']": (2, 3),
-    "['layers']['mlp']['down_proj']['kernel']": (1, 3),
+  "['embed']['embedding']": (0, 2),
+  "['lm_head']['kernel']": (1, 2),
+  "['final_norm']['scale']": (None, 1),
+  "['layers']['attn_norm']['scale']": (None, 2),
+  "['layers']['mlp_norm']['scale']": (None, 2),
+  "['layers']['attn']['q_proj']['kernel']": (2, 3),
+  "['layers']['attn']['k_proj']['kernel']": (2, 3),
+  "['layers']['attn']['v_proj']['kernel']": (2, 3),
+  "['layers']['attn']['o_proj']['kernel']": (1, 3),
+  "['layers']['mlp']['gate_proj']['kernel']": (2, 3),
+  "['layers']['mlp']['up_proj']['kernel']": (2, 3),
+  "['layers']['mlp']['down_proj']['kernel']": (1, 3),
 }
 
 
@@ -130,11 +139,14 @@ def test_mesh_shape_resolution():
 def test_single_device_everything_replicated():
   mesh = parallel.make_mesh(config_lib.MeshCfg())
   assert dict(mesh.shape) == {"data": 1, "model": 1}
-  params = {"embed": {"embedding": np.zeros((8, 4))},
-            "layers": {"mlp": {"up_proj": {"kernel": np.zeros((2, 4, 6))}}}}
+  params = {
+    "embed": {"embedding": np.zeros((8, 4))},
+    "layers": {"mlp": {"up_proj": {"kernel": np.zeros((2, 4, 6))}}},
+  }
   specs = jax.tree_util.tree_leaves(
-      jax.tree_util.tree_map(lambda s: tuple(s.spec), parallel.lm_param_shardings(mesh, params)),
-      is_leaf=lambda x: isinstance(x, tuple))
+    jax.tree_util.tree_map(lambda s: tuple(s.spec), parallel.lm_param_shardings(mesh, params)),
+    is_leaf=lambda x: isinstance(x, tuple),
+  )
   assert specs == [(None, None), (None, None, None)]
   x = parallel.shard_batch(np.arange(6).reshape(3, 2), mesh)
   np.testing.assert_array_equal(np.asarray(x), np.arange(6).reshape(3, 2))
@@ -148,10 +160,20 @@ def test_unknown_lm_param_is_an_error():
     parallel.lm_param_shardings(mesh, {"layers": {"mlp": {"up_proj": {"kernel": np.zeros(3)}}}})
 
 
-_LAUNCH_VARS = ("SOL_DISTRIBUTED", "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES",
-                "JAX_PROCESS_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_JOB_ID",
-                "OMPI_MCA_orte_hnp_uri", "OMPI_COMM_WORLD_SIZE", "MEGASCALE_NUM_SLICES",
-                "TPU_PROCESS_ADDRESSES", "TPU_WORKER_HOSTNAMES")
+_LAUNCH_VARS = (
+  "SOL_DISTRIBUTED",
+  "JAX_COORDINATOR_ADDRESS",
+  "JAX_NUM_PROCESSES",
+  "JAX_PROCESS_ID",
+  "SLURM_STEP_NODELIST",
+  "SLURM_NTASKS",
+  "SLURM_JOB_ID",
+  "OMPI_MCA_orte_hnp_uri",
+  "OMPI_COMM_WORLD_SIZE",
+  "MEGASCALE_NUM_SLICES",
+  "TPU_PROCESS_ADDRESSES",
+  "TPU_WORKER_HOSTNAMES",
+)
 
 
 @pytest.fixture
@@ -164,7 +186,9 @@ def launch_env(monkeypatch):
   return monkeypatch, calls
 
 
-@pytest.mark.parametrize("env, launcher", [
+@pytest.mark.parametrize(
+  "env, launcher",
+  [
     ({}, None),
     ({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "1"}, None),
     ({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "4", "JAX_PROCESS_ID": "2"}, "env"),
@@ -175,11 +199,15 @@ def launch_env(monkeypatch):
     ({"TPU_WORKER_HOSTNAMES": "localhost"}, None),
     ({"SOL_DISTRIBUTED": "1"}, "forced"),
     ({"SOL_DISTRIBUTED": "0", "JAX_NUM_PROCESSES": "4"}, None),
-])
+  ],
+)
 def test_launcher_detection(launch_env, env, launcher):
   monkeypatch, calls = launch_env
-  monkeypatch.setattr(parallel, "_cloud_tpu_workers",
-                      lambda: len(os.environ.get("TPU_WORKER_HOSTNAMES", "x").split(",")))
+  monkeypatch.setattr(
+    parallel,
+    "_cloud_tpu_workers",
+    lambda: len(os.environ.get("TPU_WORKER_HOSTNAMES", "x").split(",")),
+  )
   for k, v in env.items():
     monkeypatch.setenv(k, v)
   assert parallel.multiprocess_launcher() == launcher
@@ -190,13 +218,16 @@ def test_launcher_detection(launch_env, env, launcher):
     assert calls == ([((), {})] if launcher else [])
 
 
-@pytest.mark.parametrize("env, match", [
+@pytest.mark.parametrize(
+  "env, match",
+  [
     ({"JAX_COORDINATOR_ADDRESS": "h:1"}, "JAX_NUM_PROCESSES is not"),
     ({"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "0"}, "JAX_COORDINATOR_ADDRESS=host:port"),
     ({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2"}, r"JAX_PROCESS_ID in \[0, 2\)"),
     ({"JAX_NUM_PROCESSES": "two"}, "must be an integer"),
     ({"SOL_DISTRIBUTED": "yes"}, "must be 0 or 1"),
-])
+  ],
+)
 def test_launcher_errors(launch_env, env, match):
   monkeypatch, calls = launch_env
   monkeypatch.setattr(parallel, "_cloud_tpu_workers", lambda: 1)

@@ -1,4 +1,5 @@
 """Each package's public API is deliberate: `__all__` exists, and every name in it imports."""
+
 import importlib
 import pathlib
 import pkgutil
@@ -8,8 +9,15 @@ import types
 
 import pytest
 
-PACKAGES = ("sol_jax.config", "sol_jax.data", "sol_jax.efficiency", "sol_jax.evaluation",
-            "sol_jax.models", "sol_jax.policy", "sol_jax.rl")
+PACKAGES = (
+  "sol_jax.config",
+  "sol_jax.data",
+  "sol_jax.efficiency",
+  "sol_jax.evaluation",
+  "sol_jax.models",
+  "sol_jax.policy",
+  "sol_jax.rl",
+)
 
 
 @pytest.mark.parametrize("name", PACKAGES)
@@ -36,14 +44,16 @@ def test_exports_do_not_shadow_submodules(name):
 def test_top_level_import_stays_light():
   code = "import sys, sol_jax; print(sorted({'jax', 'flax', 'torch'} & set(sys.modules)))"
   root = pathlib.Path(__file__).resolve().parents[1]
-  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                       cwd=root)
+  out = subprocess.run(
+    [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
+  )
   assert out.stdout.strip() == "[]"
 
 
 def test_public_api_types():
   """A few names users reach for, from the package they belong to."""
   from sol_jax import efficiency, evaluation, models, policy, rl  # pylint: disable=g-import-not-at-top
+
   assert isinstance(efficiency.flops, types.ModuleType)
   assert callable(models.load_model) and callable(models.load_tokenizer)
   assert evaluation.fixed_columns.__module__ == "sol_jax.evaluation.fixed"

@@ -1,4 +1,5 @@
 """Tracker round trips: write with tensorboardX, read back with TensorBoard's own reader."""
+
 from __future__ import annotations
 
 import collections
@@ -35,13 +36,15 @@ def test_scalars_round_trip(tmp_path):
   with tracking.Tracker(tmp_path) as t:
     t.scalar("lr", 1e-4, 0)
     for step in (1, 5, 9):
-      t.scalars({"loss": jnp.asarray(0.5 * step), "acc": np.float32(step / 10)}, step,
-                prefix="train")
+      t.scalars(
+        {"loss": jnp.asarray(0.5 * step), "acc": np.float32(step / 10)}, step, prefix="train"
+      )
     t.scalar("lr", jnp.asarray(2e-4), jnp.asarray(7))
   acc = _read(tmp_path)
   assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == [(1, 0.5), (5, 2.5), (9, 4.5)]
-  np.testing.assert_allclose([e.value for e in acc.Scalars("train/acc")], [0.1, 0.5, 0.9],
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    [e.value for e in acc.Scalars("train/acc")], [0.1, 0.5, 0.9], rtol=1e-6
+  )
   assert [e.step for e in acc.Scalars("lr")] == [0, 7]
   np.testing.assert_allclose([e.value for e in acc.Scalars("lr")], [1e-4, 2e-4], rtol=1e-6)
 
@@ -58,7 +61,7 @@ def test_histogram_counts(tmp_path):
   np.testing.assert_array_equal(h.bucket, counts)
   np.testing.assert_allclose(h.bucket_limit, edges[1:])
   np.testing.assert_allclose(h.sum, values.sum(), rtol=1e-9)
-  np.testing.assert_allclose(h.sum_squares, (values ** 2).sum(), rtol=1e-9)
+  np.testing.assert_allclose(h.sum_squares, (values**2).sum(), rtol=1e-9)
 
 
 def test_action_histograms_match_manual_decoding(tmp_path):
@@ -107,19 +110,19 @@ def test_text_and_config(tmp_path):
   (text,) = acc.Tensors("config/text_summary")
   body = text.tensor_proto.string_val[0].decode()
   assert body.startswith("```yaml\n") and body.endswith("```")
-  reloaded = config_lib.config_from_dict(yaml.safe_load(body[len("```yaml\n"):-3]))
+  reloaded = config_lib.config_from_dict(yaml.safe_load(body[len("```yaml\n") : -3]))
   assert reloaded == cfg
 
   content = acc.PluginTagToContent("hparams")
   start = plugin_data_pb2.HParamsPluginData.FromString(
-      content["_hparams_/session_start_info"]).session_start_info
+    content["_hparams_/session_start_info"]
+  ).session_start_info
   assert start.hparams["rl.num_rollouts"].number_value == 16
   assert start.hparams["model.source"].string_value == "smollm2-135m"
   assert start.hparams["rl.adv_whiten_global"].bool_value is True
   assert start.hparams["train.num_steps"].string_value == "None"
   assert set(start.hparams) == set(config_lib.config_to_flat_dict(cfg))
-  exp = plugin_data_pb2.HParamsPluginData.FromString(
-      content["_hparams_/experiment"]).experiment
+  exp = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
   assert [m.name.tag for m in exp.metric_infos] == ["eval/ppl", "train/loss"]
 
 
@@ -128,7 +131,8 @@ def test_hparams_metric_values_are_logged(tmp_path):
     t.hparams({"lr": np.float32(0.5), "name": "x", "grid": (1, 2)}, {"hp/score": 3.0})
   acc = _read(tmp_path)
   start = plugin_data_pb2.HParamsPluginData.FromString(
-      acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info
+    acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+  ).session_start_info
   assert start.hparams["lr"].number_value == 0.5
   assert start.hparams["grid"].string_value == "(1, 2)"
   assert [(e.step, e.value) for e in acc.Scalars("hp/score")] == [(0, 3.0)]

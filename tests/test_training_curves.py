@@ -1,4 +1,5 @@
 """experiments.training_curves: merges resumed runs' event files, bins, plots."""
+
 import time
 
 import numpy as np

@@ -11,7 +11,10 @@ parity tests' HF configs (test_llama_parity, test_loaders), parallel_checks
 was measured on its own 16-wide model) and test_network (every policy dimension
 distinct, so a transposed weight cannot go unnoticed).
 """
+
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 
@@ -20,8 +23,18 @@ from sol_jax.models.config import ModelConfig
 
 # Two layers, GQA (4 query heads over 2 KV heads), head_dim 8: the smallest Llama
 # that still exercises the layer scan, the KV-head grouping and Quest pages.
-TINY_LLAMA = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_layers=2,
-                         num_heads=4, num_kv_heads=2, head_dim=8)
+TINY_LLAMA = ModelConfig(
+  vocab_size=64,
+  hidden_size=32,
+  intermediate_size=48,
+  num_layers=2,
+  num_heads=4,
+  num_kv_heads=2,
+  head_dim=8,
+)
+
+# One layer: the cheapest model for whole-loop tests (train, resume, run dirs).
+TINY_LLAMA_1L = dataclasses.replace(TINY_LLAMA, num_layers=1)
 
 
 def tiny_llama_params(seed: int = 0) -> dict:

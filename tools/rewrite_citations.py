@@ -28,6 +28,7 @@ Rewrites (each is idempotent: its output never matches any rule again):
 Bare "§12.3" and "Q13" are already citations of docs/method.md; --check verifies
 that every such number is a heading there (`## §12.3 ...`, `### Q13 ...`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,32 +79,61 @@ class Rule(NamedTuple):
 
 
 RULES = (
-    Rule("SOL_SPEC.md §/Q", re.compile(_SPEC_FILE + _CITE_AHEAD), lambda m, link: METHOD_DOC),
-    Rule("spec §/Q", re.compile(r"\b([Ss])pec" + _CITE_AHEAD),
-         lambda m, link: _case("method", m.group(1))),
-    Rule("spec section N", re.compile(r"\b([Ss])pec section (" + NUM + r")\b"),
-         lambda m, link: f"{_case('method', m.group(1))} §{m.group(2)}"),
-    Rule("spec N[/N, N]", re.compile(r"\b([Ss])pec ((?:" + NUM + r")(?:(?:\s*[/,]\s*|-)(?:" + NUM
-                                     + r"|Q\d+))*)\b"), lambda m, link: _bare_list(m)),
-    Rule("`SOL_SPEC.md`", re.compile(r"`" + _SPEC_FILE + r"`"),
-         lambda m, link: f"[`{METHOD_DOC}`]({link})" if link else f"`{METHOD_DOC}`"),
-    Rule("SOL_SPEC.md", re.compile(_SPEC_FILE + r"\b"), lambda m, link: METHOD_DOC),
-    Rule("spec's", re.compile(r"\b([Ss])pec's\b"), lambda m, link: _case("reference's", m.group(1)),
-         prose=True),
-    Rule("as in the spec", re.compile(r"\b([Aa])s in the spec\b"),
-         lambda m, link: _case("as in the reference", m.group(1)), prose=True),
-    Rule("spec protocol", re.compile(r"\b([Ss])pec protocol\b"),
-         lambda m, link: _case("reference protocol", m.group(1)), prose=True),
-    Rule("(spec: ", re.compile(r"\(spec: "), lambda m, link: "(reference: ", prose=True),
-    Rule("the spec", re.compile(r"\b([Tt])he spec\b"),
-         lambda m, link: _case("the method doc", m.group(1)), prose=True),
+  Rule("SOL_SPEC.md §/Q", re.compile(_SPEC_FILE + _CITE_AHEAD), lambda m, link: METHOD_DOC),
+  Rule(
+    "spec §/Q",
+    re.compile(r"\b([Ss])pec" + _CITE_AHEAD),
+    lambda m, link: _case("method", m.group(1)),
+  ),
+  Rule(
+    "spec section N",
+    re.compile(r"\b([Ss])pec section (" + NUM + r")\b"),
+    lambda m, link: f"{_case('method', m.group(1))} §{m.group(2)}",
+  ),
+  Rule(
+    "spec N[/N, N]",
+    re.compile(r"\b([Ss])pec ((?:" + NUM + r")(?:(?:\s*[/,]\s*|-)(?:" + NUM + r"|Q\d+))*)\b"),
+    lambda m, link: _bare_list(m),
+  ),
+  Rule(
+    "`SOL_SPEC.md`",
+    re.compile(r"`" + _SPEC_FILE + r"`"),
+    lambda m, link: f"[`{METHOD_DOC}`]({link})" if link else f"`{METHOD_DOC}`",
+  ),
+  Rule("SOL_SPEC.md", re.compile(_SPEC_FILE + r"\b"), lambda m, link: METHOD_DOC),
+  Rule(
+    "spec's",
+    re.compile(r"\b([Ss])pec's\b"),
+    lambda m, link: _case("reference's", m.group(1)),
+    prose=True,
+  ),
+  Rule(
+    "as in the spec",
+    re.compile(r"\b([Aa])s in the spec\b"),
+    lambda m, link: _case("as in the reference", m.group(1)),
+    prose=True,
+  ),
+  Rule(
+    "spec protocol",
+    re.compile(r"\b([Ss])pec protocol\b"),
+    lambda m, link: _case("reference protocol", m.group(1)),
+    prose=True,
+  ),
+  Rule("(spec: ", re.compile(r"\(spec: "), lambda m, link: "(reference: ", prose=True),
+  Rule(
+    "the spec",
+    re.compile(r"\b([Tt])he spec\b"),
+    lambda m, link: _case("the method doc", m.group(1)),
+    prose=True,
+  ),
 )
 
 # --check: what must not remain, and what must resolve.
 LEFTOVER = re.compile(
-    r"SOL_SPEC"
-    r"|\b[Ss]pec(?=[ ,:(]*(?:§|Q\d+\b|\d|section\s+\d))"
-    r"|\b(?:[Tt]he|[Aa]|[Pp]er|[Ss]ee|[Ii]n) spec\b|\b[Ss]pec's\b|\(spec[:)]|\b[Ss]pec protocol\b")
+  r"SOL_SPEC"
+  r"|\b[Ss]pec(?=[ ,:(]*(?:§|Q\d+\b|\d|section\s+\d))"
+  r"|\b(?:[Tt]he|[Aa]|[Pp]er|[Ss]ee|[Ii]n) spec\b|\b[Ss]pec's\b|\(spec[:)]|\b[Ss]pec protocol\b"
+)
 SECTION_CITE = re.compile(r"§\s?(" + NUM + r")(?:\s*[-–]\s*(" + NUM + r")(?![\d.]))?")
 QUIRK_CITE = re.compile(r"\bQ(\d+)\b")
 HEADING = re.compile(r"^#{1,6}\s+(§" + NUM + r"|Q\d+)(?=\s|$)", re.M)
@@ -137,6 +167,7 @@ class Segment(NamedTuple):
 
 class Unit(NamedTuple):
   """A piece of a file read as one text: a whole file, or one notebook cell."""
+
   label: str  # for messages: "path" or "path [cell 3]"
   text: str
   segments: list[Segment]
@@ -167,8 +198,10 @@ def _py_segments(label, source: str) -> list[Segment]:
   except (tokenize.TokenError, SyntaxError, IndentationError) as e:
     # E.g. a notebook cell with IPython magics: read it whole, but only with the
     # numbered-citation rules (which cannot match Python code).
-    print(f"note: {label}: not tokenizable ({e.__class__.__name__}); prose rules skipped",
-          file=sys.stderr)
+    print(
+      f"note: {label}: not tokenizable ({e.__class__.__name__}); prose rules skipped",
+      file=sys.stderr,
+    )
     return [Segment(0, len(source), False)]
 
 
@@ -184,6 +217,7 @@ def _assemble(path: pathlib.Path, original: str, units: list[Unit], nb) -> str:
 
 
 # ----------------------------------------------------------------------------- rewrite
+
 
 def rewrite_segment(text: str, prose_ok: bool, link: str, counts: dict) -> str:
   for rule in RULES:
@@ -201,8 +235,8 @@ def rewrite_segment(text: str, prose_ok: bool, link: str, counts: dict) -> str:
 def rewrite_unit(unit: Unit, link: str, counts: dict) -> Unit:
   pieces, pos = [], 0
   for seg in unit.segments:
-    pieces.append(unit.text[pos:seg.start])
-    pieces.append(rewrite_segment(unit.text[seg.start:seg.end], seg.prose_ok, link, counts))
+    pieces.append(unit.text[pos : seg.start])
+    pieces.append(rewrite_segment(unit.text[seg.start : seg.end], seg.prose_ok, link, counts))
     pos = seg.end
   pieces.append(unit.text[pos:])
   return unit._replace(text="".join(pieces))
@@ -237,6 +271,7 @@ def rewrite_file(root: pathlib.Path, path: pathlib.Path) -> tuple[str, str, dict
 
 # ----------------------------------------------------------------------------- check
 
+
 def headings(root: pathlib.Path) -> tuple[set, list[str]]:
   doc = root / METHOD_DOC
   if not doc.is_file():
@@ -253,7 +288,7 @@ def headings(root: pathlib.Path) -> tuple[set, list[str]]:
 def _range_end(start: str, end: str) -> str:
   """'9.2' .. '6' means 9.6; '9.2' .. '9.6' is already whole."""
   a, b = start.split("."), end.split(".")
-  return ".".join(a[:len(a) - len(b)] + b) if len(b) < len(a) else end
+  return ".".join(a[: len(a) - len(b)] + b) if len(b) < len(a) else end
 
 
 def check_unit(unit: Unit, known: set) -> tuple[list[str], int]:
@@ -265,10 +300,10 @@ def check_unit(unit: Unit, known: set) -> tuple[list[str], int]:
   def snippet(m: re.Match) -> str:
     line_start = unit.text.rfind("\n", 0, m.start()) + 1
     line_end = unit.text.find("\n", m.end())
-    return unit.text[line_start:line_end if line_end >= 0 else None].strip()[:110]
+    return unit.text[line_start : line_end if line_end >= 0 else None].strip()[:110]
 
   for seg in unit.segments:
-    text = unit.text[:seg.end]
+    text = unit.text[: seg.end]
     for m in LEFTOVER.finditer(text, seg.start):
       problems.append(f"{where(m.start())}: still cites the spec ({m.group(0)!r}): {snippet(m)}")
     for m in SECTION_CITE.finditer(text, seg.start):
@@ -280,8 +315,9 @@ def check_unit(unit: Unit, known: set) -> tuple[list[str], int]:
     for m in QUIRK_CITE.finditer(text, seg.start):
       cited += 1
       if f"Q{m.group(1)}" not in known:
-        problems.append(f"{where(m.start())}: Q{m.group(1)} has no heading in {METHOD_DOC}: "
-                        f"{snippet(m)}")
+        problems.append(
+          f"{where(m.start())}: Q{m.group(1)} has no heading in {METHOD_DOC}: {snippet(m)}"
+        )
   return problems, cited
 
 
@@ -297,8 +333,11 @@ def check(root: pathlib.Path) -> int:
   for p in problems:
     print(p)
   if problems:
-    print(f"FAILED: {len(problems)} problem(s); run tools/rewrite_citations.py, then add the "
-          f"missing headings to {METHOD_DOC} or fix the citations.", file=sys.stderr)
+    print(
+      f"FAILED: {len(problems)} problem(s); run tools/rewrite_citations.py, then add the "
+      f"missing headings to {METHOD_DOC} or fix the citations.",
+      file=sys.stderr,
+    )
     return 1
   print(f"OK: {cited} § / Q citations resolve to headings of {METHOD_DOC}; none names the spec.")
   return 0
@@ -306,10 +345,17 @@ def check(root: pathlib.Path) -> int:
 
 # ----------------------------------------------------------------------------- main
 
+
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--root", type=pathlib.Path, default=pathlib.Path(__file__).resolve().parents[1],
-                 help="repository root (default: the parent of tools/)")
+  p = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  p.add_argument(
+    "--root",
+    type=pathlib.Path,
+    default=pathlib.Path(__file__).resolve().parents[1],
+    help="repository root (default: the parent of tools/)",
+  )
   mode = p.add_mutually_exclusive_group()
   mode.add_argument("--check", action="store_true", help="only check; exit 1 on any problem")
   mode.add_argument("--dry-run", action="store_true", help="print the diff, write nothing")
@@ -328,16 +374,21 @@ def main(argv=None) -> int:
     for k, v in counts.items():
       total[k] = total.get(k, 0) + v
     if args.dry_run:
-      sys.stdout.writelines(difflib.unified_diff(original.splitlines(keepends=True),
-                                                 new.splitlines(keepends=True),
-                                                 f"a/{rel}", f"b/{rel}"))
+      sys.stdout.writelines(
+        difflib.unified_diff(
+          original.splitlines(keepends=True), new.splitlines(keepends=True), f"a/{rel}", f"b/{rel}"
+        )
+      )
     else:
       path.write_text(new, encoding="utf-8")
       print(f"{rel}: {n} rewritten")
   verb = "would rewrite" if args.dry_run else "rewrote"
   detail = ", ".join(f"{k}: {v}" for k, v in sorted(total.items(), key=lambda kv: -kv[1]))
-  print(f"{verb} {sum(total.values())} citation(s) in {files} file(s)" + (f" ({detail})" if detail else ""),
-        file=sys.stderr if args.dry_run else sys.stdout)
+  print(
+    f"{verb} {sum(total.values())} citation(s) in {files} file(s)"
+    + (f" ({detail})" if detail else ""),
+    file=sys.stderr if args.dry_run else sys.stdout,
+  )
   return 0
 
 

@@ -11,20 +11,59 @@ one pass per buffer, no reference-policy KL, no value loss, no dropout, no eval
 logit biases. Its inert `horizon` is not our `data.horizon`, which is its
 `rollout_len` (T).
 """
-from sol_jax.config.loading import (ACTIONS_DIR, CONFIG_DIR, apply_overrides,
-                                    config_from_argv, config_from_dict, config_to_dict,
-                                    config_to_flat_dict, config_to_yaml, load_config,
-                                    parse_overrides, resolve_config_path)
+
+from sol_jax.config.loading import (
+  ACTIONS_DIR,
+  CONFIG_DIR,
+  apply_overrides,
+  config_from_argv,
+  config_from_dict,
+  config_to_dict,
+  config_to_flat_dict,
+  config_to_yaml,
+  load_config,
+  parse_overrides,
+  resolve_config_path,
+)
 from sol_jax.config.script_sections import BenchCfg, EvalCfg, SweepCfg
-from sol_jax.config.sections import (ActionsCfg, DataCfg, ExperimentConfig, MeshCfg, ModelCfg,
-                                     OptimCfg, PolicyCfg, RLCfg, TrainCfg, validate_mesh)
+from sol_jax.config.sections import (
+  ActionsCfg,
+  DataCfg,
+  ExperimentConfig,
+  MeshCfg,
+  ModelCfg,
+  OptimCfg,
+  PolicyCfg,
+  RLCfg,
+  TrainCfg,
+  validate_mesh,
+)
 
 __all__ = [
-    # loading and writing configs
-    "ACTIONS_DIR", "CONFIG_DIR", "apply_overrides", "config_from_argv", "config_from_dict",
-    "config_to_dict", "config_to_flat_dict", "config_to_yaml", "load_config", "parse_overrides",
-    "resolve_config_path",
-    # the sections
-    "ActionsCfg", "BenchCfg", "DataCfg", "EvalCfg", "ExperimentConfig", "MeshCfg", "ModelCfg",
-    "OptimCfg", "PolicyCfg", "RLCfg", "SweepCfg", "TrainCfg", "validate_mesh",
+  # loading and writing configs
+  "ACTIONS_DIR",
+  "CONFIG_DIR",
+  "apply_overrides",
+  "config_from_argv",
+  "config_from_dict",
+  "config_to_dict",
+  "config_to_flat_dict",
+  "config_to_yaml",
+  "load_config",
+  "parse_overrides",
+  "resolve_config_path",
+  # the sections
+  "ActionsCfg",
+  "BenchCfg",
+  "DataCfg",
+  "EvalCfg",
+  "ExperimentConfig",
+  "MeshCfg",
+  "ModelCfg",
+  "OptimCfg",
+  "PolicyCfg",
+  "RLCfg",
+  "SweepCfg",
+  "TrainCfg",
+  "validate_mesh",
 ]

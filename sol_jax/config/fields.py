@@ -1,4 +1,5 @@
 """Typed config fields: type coercion and range rules for frozen dataclasses."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,11 +21,13 @@ def _satisfies(v: float, rule: str) -> bool:
     return v > float(rule[1:])
   lo, hi = (float(x) for x in rule[1:-1].split(","))
   return ((lo <= v) if rule[0] == "[" else (lo < v)) and (
-      (v <= hi) if rule[-1] == "]" else (v < hi))
+    (v <= hi) if rule[-1] == "]" else (v < hi)
+  )
 
 
 class Section:
   """Mixin: coerces field types and checks ranges after construction."""
+
   _name = ""
 
   def __post_init__(self):
@@ -52,7 +55,8 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
   """Returns `value` converted to the annotated type, or raises ValueError."""
   origin, args = typing.get_origin(tp), typing.get_args(tp)
   bad = lambda want: ValueError(
-      f"config {where}: expected {want}, got {value!r} ({type(value).__name__})")
+    f"config {where}: expected {want}, got {value!r} ({type(value).__name__})"
+  )
   if dataclasses.is_dataclass(tp):
     if isinstance(value, tp):
       return value
@@ -67,8 +71,7 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
       return value
     close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise ValueError(f"config {where}={value!r} is not one of "
-                     f"{', '.join(map(repr, args))}{hint}")
+    raise ValueError(f"config {where}={value!r} is not one of {', '.join(map(repr, args))}{hint}")
   if origin is tuple:
     if not isinstance(value, (list, tuple)):
       raise bad("a list such as [a, b]")

@@ -9,6 +9,7 @@ Overrides are parsed with `yaml.safe_load` (`rl.num_rollouts=32`,
 `actions.keep_fracs=[0.1,1.0]`). Unknown keys, wrong types and out-of-range
 values raise one ValueError saying what is valid.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,31 +28,43 @@ from sol_jax.efficiency.actions import read_variant
 CONFIG_DIR = pathlib.Path(str(importlib.resources.files("sol_jax") / "configs"))
 
 # Reference keys (method §15) that this package deliberately does not have.
-_INERT = frozenset((
+_INERT = frozenset(
+  (
     "probe_metric future_mask_rule eps_rel eps_acc margin_soft_tau "
     "score_soft_tau algo grpo_quality_topq tr_kl_coef value_coef gamma "
     "gae_lambda ppo_epochs epochs policy_tbptt_k enable_prune_quant "
     "dataset_pct max_blocks eval_every_updates relevancy_tier kl_pi_ref_coef "
-    "dropout").split())
+    "dropout"
+  ).split()
+)
 # Reference spellings a researcher may type, mapped to our keys.
 _ALIASES = {
-    "rollout_len": "data.horizon", "horizon": "data.horizon",
-    "pi_temperature": "policy.temperature",
-    "ppo_minibatch_size": "rl.minibatch_decisions",
-    "ppo_target_batch_size": ("not a setting here: the RL buffer is always one data batch "
-                              "of B*K*T decisions (docs/method.md §9.7)"),
-    "C_target": "rl.budget_kappa_default", "C_target_prune": "rl.budget_rho_default",
-    "C_target_quant_bits": "rl.budget_eta_default (as bits/16)",
+  "rollout_len": "data.horizon",
+  "horizon": "data.horizon",
+  "pi_temperature": "policy.temperature",
+  "ppo_minibatch_size": "rl.minibatch_decisions",
+  "ppo_target_batch_size": (
+    "not a setting here: the RL buffer is always one data batch "
+    "of B*K*T decisions (docs/method.md §9.7)"
+  ),
+  "C_target": "rl.budget_kappa_default",
+  "C_target_prune": "rl.budget_rho_default",
+  "C_target_quant_bits": "rl.budget_eta_default (as bits/16)",
 }
 
-_SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(ExperimentConfig)
-             if f.default_factory is not dataclasses.MISSING}
+_SECTIONS = {
+  f.name: f.default_factory
+  for f in dataclasses.fields(ExperimentConfig)
+  if f.default_factory is not dataclasses.MISSING
+}
 
 
 def _unknown_key(key: str, valid: Sequence[str], where: str) -> ValueError:
   if key in _INERT:
-    why = (f"{key!r} is an inert key of the reference implementation "
-           "(docs/method.md §15) and is not supported by sol_jax")
+    why = (
+      f"{key!r} is an inert key of the reference implementation "
+      "(docs/method.md §15) and is not supported by sol_jax"
+    )
   elif key in _ALIASES:
     why = f"unknown key {key!r}; the reference's {key} is {_ALIASES[key]}"
   else:
@@ -99,7 +112,8 @@ class _Dumper(yaml.SafeDumper):
 
 
 _Dumper.add_representer(
-    list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
+  list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True)
+)
 
 
 def config_to_yaml(cfg: ExperimentConfig) -> str:
@@ -153,8 +167,9 @@ def _expand_variant(layer: Mapping) -> Mapping:
   try:
     grid = read_variant(name, ACTIONS_DIR)
   except FileNotFoundError as e:
-    raise FileNotFoundError(f"config actions.variant={name!r}: {e}; or give the lists "
-                            "explicitly.") from None
+    raise FileNotFoundError(
+      f"config actions.variant={name!r}: {e}; or give the lists explicitly."
+    ) from None
   except ValueError as e:
     raise ValueError(f"config actions.variant={name!r}: {e}") from None
   return {**layer, "actions": {**grid, **actions}}
@@ -167,15 +182,15 @@ def resolve_config_path(path: str | pathlib.Path) -> pathlib.Path:
     if cand.is_file():
       return cand
   have = sorted(q.stem for q in CONFIG_DIR.glob("*.yaml"))
-  raise FileNotFoundError(f"config file {path} not found. Pass a YAML path or one of: "
-                          f"{', '.join(have)}")
+  raise FileNotFoundError(
+    f"config file {path} not found. Pass a YAML path or one of: {', '.join(have)}"
+  )
 
 
 def _load_layers(path: pathlib.Path, chain: tuple[pathlib.Path, ...]) -> dict:
   path = path.resolve()
   if path in chain:
-    raise ValueError("config inheritance cycle: "
-                     + " -> ".join(str(p) for p in chain + (path,)))
+    raise ValueError("config inheritance cycle: " + " -> ".join(str(p) for p in chain + (path,)))
   raw = _read_yaml(path)
   parents = []
   for key in ("base", "defaults"):
@@ -200,8 +215,9 @@ def parse_overrides(overrides: Sequence[str]) -> dict:
     key, sep, text = item.lstrip("-").partition("=")
     key = key.strip()
     if not sep or not key:
-      raise ValueError(f"override {item!r} must look like section.field=value, "
-                       "e.g. rl.num_rollouts=16")
+      raise ValueError(
+        f"override {item!r} must look like section.field=value, e.g. rl.num_rollouts=16"
+      )
     try:
       value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError as e:
@@ -219,8 +235,7 @@ def apply_overrides(cfg: ExperimentConfig, overrides: Sequence[str]) -> Experime
   return config_from_dict(_merge(config_to_dict(cfg), layer))
 
 
-def load_config(path: str | pathlib.Path,
-                overrides: Sequence[str] = ()) -> ExperimentConfig:
+def load_config(path: str | pathlib.Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
   """Loads a YAML config with its bases, applies overrides, validates."""
   merged = _load_layers(resolve_config_path(path), ())
   merged = _merge(merged, _expand_variant(parse_overrides(overrides)))

@@ -8,6 +8,7 @@ Budget triples are (κ*, ρ*, η*) with η = bits/16. A third value above 1 is
 read as a bit-width in [2, 16] and stored as bits/16 (so `[0.5, 0.7, 8]` and
 `[0.5, 0.7, 0.5]` are the same budget).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,12 +28,18 @@ def _normalize_budgets(section: Section, field: str) -> None:
   out = []
   for kappa, rho, eta in triples:
     if eta > 1.0:
-      section._check(eta == int(eta) and MIN_BITS <= eta <= MAX_BITS, field,
-                     f"{[kappa, rho, eta]}: eta {eta} is neither in (0, 1] nor a bit-width "
-                     f"in [{MIN_BITS}, {MAX_BITS}]")
+      section._check(
+        eta == int(eta) and MIN_BITS <= eta <= MAX_BITS,
+        field,
+        f"{[kappa, rho, eta]}: eta {eta} is neither in (0, 1] nor a bit-width "
+        f"in [{MIN_BITS}, {MAX_BITS}]",
+      )
       eta = eta / MAX_BITS
-    section._check(0.0 < kappa <= 1.0 and 0.0 < rho <= 1.0, field,
-                   f"{[kappa, rho, eta]}: kappa and rho must be in (0, 1]")
+    section._check(
+      0.0 < kappa <= 1.0 and 0.0 < rho <= 1.0,
+      field,
+      f"{[kappa, rho, eta]}: kappa and rho must be in (0, 1]",
+    )
     section._check(eta > 0.0, field, f"{[kappa, rho, eta]}: eta must be in (0, 1]")
     out.append((kappa, rho, eta))
   object.__setattr__(section, field, tuple(out))
@@ -41,6 +48,7 @@ def _normalize_budgets(section: Section, field: str) -> None:
 @dataclasses.dataclass(frozen=True)
 class EvalCfg(Section):
   """Evaluation: dense_eval, eval_policy and training_curves (method §12.1)."""
+
   _name = "eval"
   dtype: Literal["float32", "bfloat16"] = "bfloat16"  # eval reloads the LM in bf16
   # eval_policy: the requested budgets the policy is conditioned on, one column each.
@@ -58,6 +66,7 @@ class EvalCfg(Section):
 @dataclasses.dataclass(frozen=True)
 class SweepCfg(Section):
   """The static-schedule sweep of experiments.static_pareto (method §12.3-12.5)."""
+
   _name = "sweep"
   pages: tuple[int, ...] = ranged((4, 8), ">= 1")  # Quest page sizes, one sweep each
   blocks: int = ranged(64, ">= 1")  # test blocks of data.eval (reference protocol: 112)
@@ -82,6 +91,7 @@ class SweepCfg(Section):
 @dataclasses.dataclass(frozen=True)
 class BenchCfg(Section):
   """Benchmarks; B, K, C, T, the model and the grid come from the other sections."""
+
   _name = "bench"
   steps: int = ranged(4, ">= 1")  # bench_train: timed data batches after the first
   # bench_decode, after the prefill: dense, Quest sparsity only, all three mechanisms.

@@ -3,6 +3,7 @@
 Defaults are the reference's (docs/method.md §0, SOL-J-FL-T16) except `model.source`,
 the small SmolLM2-135M, so that everything runs on a CPU.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,6 +21,7 @@ _FL_QUANT = tuple(f"q{b}" for b in range(5, 17))
 @dataclasses.dataclass(frozen=True)
 class ModelCfg(Section):
   """The frozen LM: a registry name, a .gguf file, an HF dir or a Hub id."""
+
   _name = "model"
   source: str = "smollm2-135m"
   dtype: Literal["float32", "bfloat16"] = "float32"  # training LM dtype (§3)
@@ -31,6 +33,7 @@ class ModelCfg(Section):
 @dataclasses.dataclass(frozen=True)
 class DataCfg(Section):
   """Text sources and block geometry (method §6, §10, §12.1)."""
+
   _name = "data"
   data_dir: Optional[str] = None  # None: SOL_DATA_DIR, then ../shared/data
   train: str = "train-corpus"
@@ -60,6 +63,7 @@ class ActionsCfg(Section):
   `variant` names a file in sol_jax/configs/actions/ whose keys fill this
   section when loading; the lists here are always the resolved grid.
   """
+
   _name = "actions"
   variant: Optional[str] = None
   keep_fracs: tuple[float, ...] = ranged(_FL_KEEP, "(0, 1]")  # kappa levels
@@ -76,10 +80,15 @@ class ActionsCfg(Section):
       levels = getattr(self, field)
       self._check(len(levels) > 0, field, "needs at least one level")
       self._check(len(set(levels)) == len(levels), field, "has duplicate levels")
-    self._check(1.0 in self.keep_fracs, "keep_fracs",
-                "must contain 1.0, the dense level forced on non-effective steps")
-    for field, parse in (("struct_prune_choices", parse_prune_tag),
-                         ("quant_choices", parse_quant_tag)):
+    self._check(
+      1.0 in self.keep_fracs,
+      "keep_fracs",
+      "must contain 1.0, the dense level forced on non-effective steps",
+    )
+    for field, parse in (
+      ("struct_prune_choices", parse_prune_tag),
+      ("quant_choices", parse_quant_tag),
+    ):
       for tag in getattr(self, field):
         try:
           parse(tag)
@@ -94,6 +103,7 @@ class ActionsCfg(Section):
 @dataclasses.dataclass(frozen=True)
 class PolicyCfg(Section):
   """The policy transformer (method §8.2)."""
+
   _name = "policy"
   d_model: int = ranged(512, ">= 1")
   num_heads: int = ranged(4, ">= 1")
@@ -107,13 +117,17 @@ class PolicyCfg(Section):
   layer_norm_eps: float = ranged(1e-5, "> 0")
 
   def _validate(self):
-    self._check(self.d_model % self.num_heads == 0, "d_model",
-                f"must be divisible by num_heads={self.num_heads}")
+    self._check(
+      self.d_model % self.num_heads == 0,
+      "d_model",
+      f"must be divisible by num_heads={self.num_heads}",
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class RLCfg(Section):
   """GRPO rollouts, reward, penalty, advantages and buffering (method §9)."""
+
   _name = "rl"
   num_rollouts: int = ranged(32, ">= 2")  # K (paper appendix: 16, method Q3)
   batch_size: int = ranged(8, ">= 1")  # B inputs per data batch
@@ -148,15 +162,20 @@ class RLCfg(Section):
   prefill_stale_budget_quirk: bool = False  # method Q1 reproduction switch
 
   def _validate(self):
-    self._check(self.reward == "loglik" or self.task_w_kl in (0.0, 1.0),
-                "task_w_kl", "conflicts with reward='kl' (which means w = 1)")
+    self._check(
+      self.reward == "loglik" or self.task_w_kl in (0.0, 1.0),
+      "task_w_kl",
+      "conflicts with reward='kl' (which means w = 1)",
+    )
     for axis in ("kappa", "rho", "eta"):
       lst = getattr(self, f"budget_{axis}_list")
       lo, hi = (getattr(self, f"budget_{axis}_{e}") for e in ("min", "max"))
-      self._check(lst is None or len(lst) > 0, f"budget_{axis}_list",
-                  "must be null or non-empty")
-      self._check((lo is None) == (hi is None), f"budget_{axis}_min",
-                  f"set budget_{axis}_min and _max together (or both null)")
+      self._check(lst is None or len(lst) > 0, f"budget_{axis}_list", "must be null or non-empty")
+      self._check(
+        (lo is None) == (hi is None),
+        f"budget_{axis}_min",
+        f"set budget_{axis}_min and _max together (or both null)",
+      )
       self._check(lo is None or lo <= hi, f"budget_{axis}_min", f"exceeds max={hi}")
 
   @property
@@ -172,6 +191,7 @@ class RLCfg(Section):
 @dataclasses.dataclass(frozen=True)
 class OptimCfg(Section):
   """AdamW with PyTorch defaults, constant LR, global-norm clip (method §9.7)."""
+
   _name = "optim"
   lr: float = ranged(1e-4, "> 0")
   b1: float = ranged(0.9, "[0, 1)")
@@ -184,6 +204,7 @@ class OptimCfg(Section):
 @dataclasses.dataclass(frozen=True)
 class TrainCfg(Section):
   """Run control. One epoch only, as in the reference."""
+
   _name = "train"
   seed: int = 1234
   num_steps: Optional[int] = ranged(None, ">= 1")  # data batches; None: one epoch
@@ -200,6 +221,7 @@ class TrainCfg(Section):
 @dataclasses.dataclass(frozen=True)
 class MeshCfg(Section):
   """Device mesh axis sizes; -1 on `data` means all remaining devices."""
+
   _name = "mesh"
   data: int = -1
   model: int = ranged(1, ">= 1")
@@ -210,18 +232,23 @@ class MeshCfg(Section):
   def axis_sizes(self, num_devices: int) -> tuple[int, int]:
     """(data, model) sizes over `num_devices`; data=-1 takes every device the model axis leaves."""
     if num_devices % self.model:
-      raise ValueError(f"mesh.model={self.model} does not divide the {num_devices} devices; "
-                       "pick a divisor of the device count")
+      raise ValueError(
+        f"mesh.model={self.model} does not divide the {num_devices} devices; "
+        "pick a divisor of the device count"
+      )
     data = num_devices // self.model if self.data == -1 else self.data
     if data * self.model != num_devices:
-      raise ValueError(f"mesh data={data} x model={self.model} = {data * self.model} devices, "
-                       f"but {num_devices} are available; set mesh.data=-1 to use all")
+      raise ValueError(
+        f"mesh data={data} x model={self.model} = {data * self.model} devices, "
+        f"but {num_devices} are available; set mesh.data=-1 to use all"
+      )
     return data, self.model
 
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig(Section):
   """One experiment. Frozen and hashable (usable as a static jit argument)."""
+
   name: str = "default"
   description: str = ""
   model: ModelCfg = dataclasses.field(default_factory=ModelCfg)
@@ -238,8 +265,10 @@ class ExperimentConfig(Section):
 
   def _validate(self):
     t = self.data.horizon
-    for key, limit in (("policy.max_len", self.policy.max_len),
-                       ("rl.minibatch_decisions", self.rl.minibatch_decisions)):
+    for key, limit in (
+      ("policy.max_len", self.policy.max_len),
+      ("rl.minibatch_decisions", self.rl.minibatch_decisions),
+    ):
       if t > limit:  # one policy position per step; >= 1 rollout per minibatch
         raise ValueError(f"config data.horizon={t} exceeds {key}={limit}")
 
@@ -256,12 +285,16 @@ def validate_mesh(cfg: ExperimentConfig, num_devices: int) -> tuple[int, int]:
   """Resolves (data, model) mesh sizes; raises if the batch cannot be split."""
   data, model = cfg.mesh.axis_sizes(num_devices)
   if cfg.rl.batch_size % data:
-    raise ValueError(f"rl.batch_size={cfg.rl.batch_size} must be divisible by the data "
-                     f"axis ({data}) so each device holds whole inputs with their K "
-                     "rollouts; change rl.batch_size or mesh.data")
+    raise ValueError(
+      f"rl.batch_size={cfg.rl.batch_size} must be divisible by the data "
+      f"axis ({data}) so each device holds whole inputs with their K "
+      "rollouts; change rl.batch_size or mesh.data"
+    )
   minibatch = cfg.rl.minibatch_rollouts(cfg.data.horizon)
   if minibatch % data:
-    raise ValueError(f"a minibatch of floor(rl.minibatch_decisions / T) = "
-                     f"{minibatch} rollouts does not split over the data "
-                     f"axis ({data}); change rl.minibatch_decisions or mesh.data")
+    raise ValueError(
+      f"a minibatch of floor(rl.minibatch_decisions / T) = "
+      f"{minibatch} rollouts does not split over the data "
+      f"axis ({data}); change rl.minibatch_decisions or mesh.data"
+    )
   return data, model

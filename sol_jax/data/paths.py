@@ -40,51 +40,51 @@ class _Part:
 # Training text is detokenized towards natural prose (the paper trains on
 # Dolma).
 NAMED_DATASETS: dict[str, tuple[_Part, ...]] = {
-    'wikitext2-raw-test': (
-        _Part('wikitext-2-raw/derived-test-only/wiki.test.raw', False),
-    ),
-    'wikitext2-test': (_Part('wikitext-2/wiki2.test.txt', False),),
-    'wikitext2-valid': (_Part('wikitext-2/wiki2.valid.txt', False),),
-    'train-corpus': (
-        _Part('train-corpus/wikitext-2/wiki2.train.txt', True),
-        _Part('train-corpus/gutenberg/*.txt.xz', False),
-    ),
+  'wikitext2-raw-test': (_Part('wikitext-2-raw/derived-test-only/wiki.test.raw', False),),
+  'wikitext2-test': (_Part('wikitext-2/wiki2.test.txt', False),),
+  'wikitext2-valid': (_Part('wikitext-2/wiki2.valid.txt', False),),
+  'train-corpus': (
+    _Part('train-corpus/wikitext-2/wiki2.train.txt', True),
+    _Part('train-corpus/gutenberg/*.txt.xz', False),
+  ),
 }
 
 
-def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None
-                    ) -> pathlib.Path:
+def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> pathlib.Path:
   """Returns the data dir: argument, then $SOL_DATA_DIR, then ../shared/data."""
   if data_dir is not None and str(data_dir):
     path = pathlib.Path(data_dir).expanduser()
     if not path.is_dir():
       raise FileNotFoundError(
-          f'data dir {str(path)!r} (from the data_dir argument) is not a '
-          f'directory. Pass --data_dir=/path/to/data.\n{_EXPECTED_LAYOUT}')
+        f'data dir {str(path)!r} (from the data_dir argument) is not a '
+        f'directory. Pass --data_dir=/path/to/data.\n{_EXPECTED_LAYOUT}'
+      )
     return path
   env = os.environ.get(DATA_DIR_ENV)
   if env:
     path = pathlib.Path(env).expanduser()
     if not path.is_dir():
       raise FileNotFoundError(
-          f'data dir {env!r} (from ${DATA_DIR_ENV}) is not a directory. Fix '
-          f'${DATA_DIR_ENV} or pass --data_dir=/path/to/data.\n'
-          f'{_EXPECTED_LAYOUT}')
+        f'data dir {env!r} (from ${DATA_DIR_ENV}) is not a directory. Fix '
+        f'${DATA_DIR_ENV} or pass --data_dir=/path/to/data.\n'
+        f'{_EXPECTED_LAYOUT}'
+      )
     return path
   if _DEFAULT_DATA_DIR.is_dir():
     return _DEFAULT_DATA_DIR
   raise FileNotFoundError(
-      'no data dir found: pass --data_dir=/path/to/data (data_dir=...) or set '
-      f'${DATA_DIR_ENV}; the default {str(_DEFAULT_DATA_DIR)!r} does not '
-      f'exist.\n{_EXPECTED_LAYOUT}')
+    'no data dir found: pass --data_dir=/path/to/data (data_dir=...) or set '
+    f'${DATA_DIR_ENV}; the default {str(_DEFAULT_DATA_DIR)!r} does not '
+    f'exist.\n{_EXPECTED_LAYOUT}'
+  )
 
 
-def dataset_files(name: str, data_dir: str | os.PathLike[str] | None = None
-                 ) -> list[TextFile]:
+def dataset_files(name: str, data_dir: str | os.PathLike[str] | None = None) -> list[TextFile]:
   """Lists the files of a named dataset, in reading order."""
   if name not in NAMED_DATASETS:
-    raise ValueError(f'unknown dataset {name!r}; known names: '
-                     f'{sorted(NAMED_DATASETS)} (or pass a file path).')
+    raise ValueError(
+      f'unknown dataset {name!r}; known names: {sorted(NAMED_DATASETS)} (or pass a file path).'
+    )
   root = resolve_data_dir(data_dir)
   files = []
   for part in NAMED_DATASETS[name]:
@@ -92,14 +92,14 @@ def dataset_files(name: str, data_dir: str | os.PathLike[str] | None = None
       matches = sorted(p for p in root.glob(part.pattern) if p.is_file())
       if not matches:
         raise FileNotFoundError(
-            f'dataset {name!r}: no files match {str(root / part.pattern)!r}.'
-            f'\n{_EXPECTED_LAYOUT}')
+          f'dataset {name!r}: no files match {str(root / part.pattern)!r}.\n{_EXPECTED_LAYOUT}'
+        )
     else:
       path = root / part.pattern
       if not path.is_file():
         raise FileNotFoundError(
-            f'dataset {name!r}: missing file {str(path)!r}.\n'
-            f'{_EXPECTED_LAYOUT}')
+          f'dataset {name!r}: missing file {str(path)!r}.\n{_EXPECTED_LAYOUT}'
+        )
       matches = [path]
     files.extend(TextFile(p, part.detokenize) for p in matches)
   return files

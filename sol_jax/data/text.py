@@ -22,16 +22,18 @@ TEXT_PROCESSING_VERSION = 1
 # Tokenized WikiText: ` @-@ `-style escapes and Moses-like spacing. Applied in
 # this order to each line (without its leading/trailing space).
 _DETOK_RULES: tuple[tuple[re.Pattern[str], Any], ...] = tuple(
-    (re.compile(p), r) for p, r in (
-        (r' @([-,.])@ ', r'\1'),  # 1 @,@ 000 -> 1,000; long @-@ term
-        (r'=(?: =)+', lambda m: m.group(0).replace(' ', '')),  # = = h = =
-        (r'" ([^"]*?) "', r'"\1"'),  # " quoted " -> "quoted" (left to right)
-        (r"n 't\b", "n't"),  # don 't -> don't
-        (r" '(s|m|d|re|ve|ll)\b", r"'\1"),  # John 's -> John's
-        (r' ([,.;:!?%)\]}])', r'\1'),  # attach to the left
-        (r'([(\[{]) ', r'\1'),  # attach to the right
-        (r'([$£€]) (?=\d)', r'\1'),  # $ 5 -> $5
-    ))
+  (re.compile(p), r)
+  for p, r in (
+    (r' @([-,.])@ ', r'\1'),  # 1 @,@ 000 -> 1,000; long @-@ term
+    (r'=(?: =)+', lambda m: m.group(0).replace(' ', '')),  # = = h = =
+    (r'" ([^"]*?) "', r'"\1"'),  # " quoted " -> "quoted" (left to right)
+    (r"n 't\b", "n't"),  # don 't -> don't
+    (r" '(s|m|d|re|ve|ll)\b", r"'\1"),  # John 's -> John's
+    (r' ([,.;:!?%)\]}])', r'\1'),  # attach to the left
+    (r'([(\[{]) ', r'\1'),  # attach to the right
+    (r'([$£€]) (?=\d)', r'\1'),  # $ 5 -> $5
+  )
+)
 
 
 def detokenize_wikitext(text: str) -> str:
@@ -64,8 +66,7 @@ def drop_blank_lines(text: str) -> str:
   return ''.join(kept)
 
 
-def read_text_file(path: str | os.PathLike[str], detokenize: bool = False
-                  ) -> str:
+def read_text_file(path: str | os.PathLike[str], detokenize: bool = False) -> str:
   """Reads UTF-8 text (`.xz` decompressed) with LF endings, no blank lines."""
   path = pathlib.Path(path)
   if not path.is_file():
@@ -76,17 +77,21 @@ def read_text_file(path: str | os.PathLike[str], detokenize: bool = False
   try:
     text = raw.decode('utf-8')
   except UnicodeDecodeError as e:
-    raise ValueError(f'{str(path)!r} is not valid UTF-8 ({e}); convert it to '
-                     'UTF-8 first.') from e
+    raise ValueError(f'{str(path)!r} is not valid UTF-8 ({e}); convert it to UTF-8 first.') from e
   text = normalize_newlines(text.removeprefix('\ufeff'))
   if detokenize:
     text = detokenize_wikitext(text)
   return drop_blank_lines(text)
 
 
-def load_hf_text(path: str, name: str | None = None, split: str = 'validation',
-                 *, text_field: str = 'text', max_rows: int | None = None
-                ) -> list[str]:
+def load_hf_text(
+  path: str,
+  name: str | None = None,
+  split: str = 'validation',
+  *,
+  text_field: str = 'text',
+  max_rows: int | None = None,
+) -> list[str]:
   """First `max_rows` rows of a streamed HF dataset, empty rows dropped.
 
   Each row is one document, as in the reference's loaders (method §10, §12.1).
@@ -95,8 +100,9 @@ def load_hf_text(path: str, name: str | None = None, split: str = 'validation',
     import datasets  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise ImportError(
-        'Hugging Face sources need the `datasets` package (pip install '
-        'datasets); or point at a local file / named dataset instead.') from e
+      'Hugging Face sources need the `datasets` package (pip install '
+      'datasets); or point at a local file / named dataset instead.'
+    ) from e
   stream = datasets.load_dataset(path, name, split=split, streaming=True)
   docs = []
   for i, row in enumerate(stream):
@@ -110,17 +116,19 @@ def load_hf_text(path: str, name: str | None = None, split: str = 'validation',
 
 def _parse_hf(spec: str) -> tuple[str, str | None, str]:
   """'hf:path[:name[:split]]' -> (path, name, split)."""
-  fields = spec[len('hf:'):].split(':')
+  fields = spec[len('hf:') :].split(':')
   if not fields[0] or len(fields) > 3:
-    raise ValueError(f'bad HF source {spec!r}; use hf:PATH[:NAME[:SPLIT]], '
-                     'e.g. hf:wikitext:wikitext-2-raw-v1:validation.')
+    raise ValueError(
+      f'bad HF source {spec!r}; use hf:PATH[:NAME[:SPLIT]], '
+      'e.g. hf:wikitext:wikitext-2-raw-v1:validation.'
+    )
   fields += [None] * (3 - len(fields))
   return fields[0], fields[1] or None, fields[2] or 'validation'
 
 
-def source_files(name_or_path: str | os.PathLike[str],
-                 data_dir: str | os.PathLike[str] | None = None
-                ) -> list[paths.TextFile]:
+def source_files(
+  name_or_path: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None
+) -> list[paths.TextFile]:
   """Files of a dataset name or a path (as given, or under the data dir)."""
   key = os.fspath(name_or_path)
   if key in paths.NAMED_DATASETS:
@@ -136,14 +144,17 @@ def source_files(name_or_path: str | os.PathLike[str],
     if under_data is not None and under_data.is_file():
       return [paths.TextFile(under_data, False)]
   raise FileNotFoundError(
-      f'{key!r} is neither a known dataset {sorted(paths.NAMED_DATASETS)} nor '
-      'an existing file (tried as given and under the data dir).')
+    f'{key!r} is neither a known dataset {sorted(paths.NAMED_DATASETS)} nor '
+    'an existing file (tried as given and under the data dir).'
+  )
 
 
-def load_text(name_or_path: str | os.PathLike[str],
-              data_dir: str | os.PathLike[str] | None = None,
-              detokenize: bool | None = None,
-              max_rows: int | None = None) -> list[str]:
+def load_text(
+  name_or_path: str | os.PathLike[str],
+  data_dir: str | os.PathLike[str] | None = None,
+  detokenize: bool | None = None,
+  max_rows: int | None = None,
+) -> list[str]:
   """Loads documents: one per file, or one per row for `hf:` sources.
 
   Args:
@@ -161,8 +172,8 @@ def load_text(name_or_path: str | os.PathLike[str],
       docs = [detokenize_wikitext(d) for d in docs]
     return docs
   if max_rows is not None:
-    raise ValueError('max_rows only applies to hf: sources; use max_blocks '
-                     'to limit file datasets.')
-  return [read_text_file(f.path, f.detokenize if detokenize is None
-                         else detokenize)
-          for f in source_files(key, data_dir)]
+    raise ValueError('max_rows only applies to hf: sources; use max_blocks to limit file datasets.')
+  return [
+    read_text_file(f.path, f.detokenize if detokenize is None else detokenize)
+    for f in source_files(key, data_dir)
+  ]

@@ -36,19 +36,19 @@ def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
   """Batch-encodes without special tokens (no BOS anywhere)."""
   if not texts:
     return []
-  return tokenizer(texts, add_special_tokens=False,
-                   return_attention_mask=False, verbose=False)['input_ids']
+  return tokenizer(texts, add_special_tokens=False, return_attention_mask=False, verbose=False)[
+    'input_ids'
+  ]
 
 
-def split_for_tokenizer(doc: str, chunk_chars: int = _CHUNK_CHARS
-                       ) -> list[str]:
+def split_for_tokenizer(doc: str, chunk_chars: int = _CHUNK_CHARS) -> list[str]:
   """Cuts a document into >= chunk_chars pieces at safe newline boundaries."""
   chunks, start = [], 0
   while len(doc) - start > chunk_chars:
     m = _SAFE_SPLIT.search(doc, start + chunk_chars)
     if m is None:
       break
-    chunks.append(doc[start:m.end()])
+    chunks.append(doc[start : m.end()])
     start = m.end()
   if start < len(doc):
     chunks.append(doc[start:])
@@ -64,47 +64,53 @@ def _boundaries_ok(tokenizer: Any, chunks: list[str]) -> bool:
   """
   if len(chunks) < 2:
     return True
-  lefts = [c[c.rfind('\n', 0, len(c) - 1) + 1:] for c in chunks[:-1]]
-  rights = [c[:c.find('\n') + 1] or c for c in chunks[1:]]
-  ids = _encode(tokenizer, lefts + rights + [l + r for l, r in
-                                             zip(lefts, rights)])
+  lefts = [c[c.rfind('\n', 0, len(c) - 1) + 1 :] for c in chunks[:-1]]
+  rights = [c[: c.find('\n') + 1] or c for c in chunks[1:]]
+  ids = _encode(tokenizer, lefts + rights + [l + r for l, r in zip(lefts, rights)])
   n = len(lefts)
   return all(ids[i] + ids[n + i] == ids[2 * n + i] for i in range(n))
 
 
-def tokenize_texts(docs: Sequence[str], tokenizer: Any,
-                   chunk_chars: int = _CHUNK_CHARS) -> np.ndarray:
+def tokenize_texts(
+  docs: Sequence[str], tokenizer: Any, chunk_chars: int = _CHUNK_CHARS
+) -> np.ndarray:
   """Token ids of all documents, concatenated with no separator (int32)."""
   pieces: list[str] = []
   for i, doc in enumerate(docs):
     chunks = split_for_tokenizer(doc, chunk_chars)
     if not _boundaries_ok(tokenizer, chunks):
-      logging.warning('document %d: chunked tokenization differs at a line '
-                      'boundary for this tokenizer; encoding it whole.', i)
+      logging.warning(
+        'document %d: chunked tokenization differs at a line '
+        'boundary for this tokenizer; encoding it whole.',
+        i,
+      )
       chunks = [doc]
     pieces.extend(chunks)
   out: list[np.ndarray] = [np.zeros((0,), np.int32)]
   for b in range(0, len(pieces), _BATCH_CHUNKS):
-    out.extend(np.asarray(ids, np.int32)
-               for ids in _encode(tokenizer, pieces[b:b + _BATCH_CHUNKS]))
+    out.extend(
+      np.asarray(ids, np.int32) for ids in _encode(tokenizer, pieces[b : b + _BATCH_CHUNKS])
+    )
   return np.concatenate(out)
 
 
-def split_into_blocks(tokens: np.ndarray, block_len: int,
-                      max_blocks: int | None = None) -> np.ndarray:
+def split_into_blocks(
+  tokens: np.ndarray, block_len: int, max_blocks: int | None = None
+) -> np.ndarray:
   """[N, block_len] non-overlapping blocks in order; remainder dropped."""
   if block_len <= 0:
     raise ValueError(f'block_len must be positive (C+T+1), got {block_len}.')
   n = len(tokens) // block_len
   if max_blocks is not None:
     if max_blocks <= 0:
-      raise ValueError(
-          f'max_blocks must be positive or None, got {max_blocks}.')
+      raise ValueError(f'max_blocks must be positive or None, got {max_blocks}.')
     n = min(n, max_blocks)
   if n == 0:
-    raise ValueError(f'only {len(tokens)} tokens: not even one block of '
-                     f'{block_len}; use more text or a smaller C+T.')
-  return np.ascontiguousarray(tokens[:n * block_len].reshape(n, block_len))
+    raise ValueError(
+      f'only {len(tokens)} tokens: not even one block of '
+      f'{block_len}; use more text or a smaller C+T.'
+    )
+  return np.ascontiguousarray(tokens[: n * block_len].reshape(n, block_len))
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
@@ -113,8 +119,7 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
   if backend is not None:
     payload = backend.to_str()
   else:
-    payload = type(tokenizer).__name__ + json.dumps(
-        sorted(tokenizer.get_vocab().items()))
+    payload = type(tokenizer).__name__ + json.dumps(sorted(tokenizer.get_vocab().items()))
   return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -140,13 +145,13 @@ def cache_dir_path(cache_dir: str | os.PathLike[str] | None) -> pathlib.Path:
   return pathlib.Path(cache_dir).expanduser()
 
 
-def cached_tokens(key_parts: Any, name: str, compute: Any,
-                  cache_dir: str | os.PathLike[str] | None = None
-                 ) -> np.ndarray:
+def cached_tokens(
+  key_parts: Any, name: str, compute: Any, cache_dir: str | os.PathLike[str] | None = None
+) -> np.ndarray:
   """Loads tokens cached under hash(key_parts), else computes and saves them."""
-  key = hashlib.sha256(json.dumps(
-      [text_lib.TEXT_PROCESSING_VERSION, key_parts],
-      sort_keys=True).encode()).hexdigest()[:20]
+  key = hashlib.sha256(
+    json.dumps([text_lib.TEXT_PROCESSING_VERSION, key_parts], sort_keys=True).encode()
+  ).hexdigest()[:20]
   safe = re.sub(r'[^A-Za-z0-9_.-]+', '_', name)[-60:]
   path = cache_dir_path(cache_dir) / f'{safe}-{key}.npy'
   if path.is_file():
@@ -159,9 +164,13 @@ def cached_tokens(key_parts: Any, name: str, compute: Any,
   return tokens
 
 
-def tokenize_to_blocks(docs: Sequence[str], tokenizer: Any, block_len: int,
-                       cache_dir: str | os.PathLike[str] | None = None,
-                       max_blocks: int | None = None) -> np.ndarray:
+def tokenize_to_blocks(
+  docs: Sequence[str],
+  tokenizer: Any,
+  block_len: int,
+  cache_dir: str | os.PathLike[str] | None = None,
+  max_blocks: int | None = None,
+) -> np.ndarray:
   """Tokenizes documents into [N, block_len] int32 blocks.
 
   With `cache_dir`, the token stream is cached under a hash of the text and
@@ -175,17 +184,23 @@ def tokenize_to_blocks(docs: Sequence[str], tokenizer: Any, block_len: int,
     for doc in docs:
       digest.update(hashlib.sha256(doc.encode()).digest())
     tokens = cached_tokens(
-        ['texts', digest.hexdigest(), tokenizer_fingerprint(tokenizer)],
-        'texts', compute, cache_dir)
+      ['texts', digest.hexdigest(), tokenizer_fingerprint(tokenizer)], 'texts', compute, cache_dir
+    )
   return split_into_blocks(tokens, block_len, max_blocks)
 
 
-def text_blocks(name_or_path: str | os.PathLike[str], tokenizer: Any,
-                block_len: int, data_dir: str | os.PathLike[str] | None = None,
-                max_blocks: int | None = None, *,
-                detokenize: bool | None = None, max_rows: int | None = None,
-                cache_dir: str | os.PathLike[str] | None = None,
-                use_cache: bool = True) -> np.ndarray:
+def text_blocks(
+  name_or_path: str | os.PathLike[str],
+  tokenizer: Any,
+  block_len: int,
+  data_dir: str | os.PathLike[str] | None = None,
+  max_blocks: int | None = None,
+  *,
+  detokenize: bool | None = None,
+  max_rows: int | None = None,
+  cache_dir: str | os.PathLike[str] | None = None,
+  use_cache: bool = True,
+) -> np.ndarray:
   """Blocks of a named dataset, file or `hf:` source (see `text.load_text`).
 
   The token stream is cached (default ~/.cache/sol_jax/tokens) under a key of
@@ -194,7 +209,8 @@ def text_blocks(name_or_path: str | os.PathLike[str], tokenizer: Any,
   """
   key = os.fspath(name_or_path)
   compute = lambda: tokenize_texts(
-      text_lib.load_text(key, data_dir, detokenize, max_rows), tokenizer)
+    text_lib.load_text(key, data_dir, detokenize, max_rows), tokenizer
+  )
   if not use_cache:
     return split_into_blocks(compute(), block_len, max_blocks)
   if key.startswith('hf:'):
@@ -203,8 +219,15 @@ def text_blocks(name_or_path: str | os.PathLike[str], tokenizer: Any,
     sources = []
     for f in text_lib.source_files(key, data_dir):
       st = f.path.stat()
-      sources.append([str(f.path.resolve()), st.st_size, st.st_mtime_ns,
-                      f.detokenize if detokenize is None else detokenize])
-  tokens = cached_tokens(['files', sources, tokenizer_fingerprint(tokenizer)],
-                         pathlib.Path(key).name, compute, cache_dir)
+      sources.append(
+        [
+          str(f.path.resolve()),
+          st.st_size,
+          st.st_mtime_ns,
+          f.detokenize if detokenize is None else detokenize,
+        ]
+      )
+  tokens = cached_tokens(
+    ['files', sources, tokenizer_fingerprint(tokenizer)], pathlib.Path(key).name, compute, cache_dir
+  )
   return split_into_blocks(tokens, block_len, max_blocks)

@@ -6,6 +6,7 @@ in the order the config lists them:
 
   a = i_κ · (|ρ| · |b|) + i_ρ · |b| + i_b.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,10 +49,14 @@ def parse_prune_tag(tag: Any) -> float:
   """'s40' -> 0.40 (keep 40 % of the MLP input channels); 's100' -> 1.0."""
   match = _PRUNE_TAG.fullmatch(tag) if isinstance(tag, str) else None
   if match is None:
-    raise ValueError(f"struct_prune_choices entry {tag!r} is malformed; expected 's<percent kept>', e.g. 's40'.")
+    raise ValueError(
+      f"struct_prune_choices entry {tag!r} is malformed; expected 's<percent kept>', e.g. 's40'."
+    )
   frac = float(match.group(1)) / 100.0
   if not 0.0 < frac <= 1.0:
-    raise ValueError(f"struct_prune_choices entry {tag!r} keeps {frac:.0%}; the kept share must be in (0, 100] %.")
+    raise ValueError(
+      f"struct_prune_choices entry {tag!r} keeps {frac:.0%}; the kept share must be in (0, 100] %."
+    )
   return frac
 
 
@@ -59,10 +64,14 @@ def parse_quant_tag(tag: Any) -> int:
   """'q5' -> 5 bits; 'q16' -> 16 bits (no quantization)."""
   match = _QUANT_TAG.fullmatch(tag) if isinstance(tag, str) else None
   if match is None:
-    raise ValueError(f"quant_choices entry {tag!r} is malformed; expected 'q<bits>', e.g. 'q5' or 'q16'.")
+    raise ValueError(
+      f"quant_choices entry {tag!r} is malformed; expected 'q<bits>', e.g. 'q5' or 'q16'."
+    )
   bits = int(match.group(1))
   if not MIN_BITS <= bits <= MAX_BITS:
-    raise ValueError(f"quant_choices entry {tag!r} has {bits} bits; bit-widths must be in [{MIN_BITS}, {MAX_BITS}].")
+    raise ValueError(
+      f"quant_choices entry {tag!r} has {bits} bits; bit-widths must be in [{MIN_BITS}, {MAX_BITS}]."
+    )
   return bits
 
 
@@ -80,6 +89,7 @@ def _readonly(x: np.ndarray) -> np.ndarray:
 @dataclasses.dataclass(frozen=True)
 class ActionSpace:
   """The grid keep_fracs × prune_fracs × quant_bits. Hashable: a valid jit static arg."""
+
   keep_fracs: tuple[float, ...]
   prune_fracs: tuple[float, ...]
   quant_bits: tuple[int, ...]
@@ -88,12 +98,20 @@ class ActionSpace:
     keep = tuple(parse_keep_frac(v) for v in self.keep_fracs)
     prune = tuple(parse_keep_frac(v, "prune_fracs") for v in self.prune_fracs)
     for b in self.quant_bits:
-      if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or not MIN_BITS <= b <= MAX_BITS:
+      if (
+        isinstance(b, bool) or not isinstance(b, (int, np.integer)) or not MIN_BITS <= b <= MAX_BITS
+      ):
         raise ValueError(f"quant bit-width {b!r} must be an integer in [{MIN_BITS}, {MAX_BITS}].")
     bits = tuple(int(b) for b in self.quant_bits)
-    for name, levels in (("keep_fracs", keep), ("struct_prune_choices", prune), ("quant_choices", bits)):
+    for name, levels in (
+      ("keep_fracs", keep),
+      ("struct_prune_choices", prune),
+      ("quant_choices", bits),
+    ):
       if not levels:
-        raise ValueError(f"{name} is empty; every axis needs at least one level (use [1.0], ['s100'] or ['q16']).")
+        raise ValueError(
+          f"{name} is empty; every axis needs at least one level (use [1.0], ['s100'] or ['q16'])."
+        )
       if len(set(levels)) != len(levels):
         raise ValueError(f"{name} has duplicate levels {levels}; each level must appear once.")
     # Normalise to plain python types so equal grids hash equally.
@@ -101,19 +119,30 @@ class ActionSpace:
     object.__setattr__(self, "prune_fracs", prune)
     object.__setattr__(self, "quant_bits", bits)
     if self._find(1.0, None, None) is None:
-      raise ValueError(f"keep_fracs {keep} has no 1.0 level, so there is no dense action (method §5); add 1.0.")
+      raise ValueError(
+        f"keep_fracs {keep} has no 1.0 level, so there is no dense action (method §5); add 1.0."
+      )
 
   @classmethod
-  def from_config(cls, keep_fracs: Sequence[Any], struct_prune_choices: Sequence[Any],
-                  quant_choices: Sequence[Any]) -> "ActionSpace":
+  def from_config(
+    cls,
+    keep_fracs: Sequence[Any],
+    struct_prune_choices: Sequence[Any],
+    quant_choices: Sequence[Any],
+  ) -> "ActionSpace":
     """Builds the grid from config lists: floats, 's<pct>' tags and 'q<bits>' tags."""
-    for name, value in (("keep_fracs", keep_fracs), ("struct_prune_choices", struct_prune_choices),
-                        ("quant_choices", quant_choices)):
+    for name, value in (
+      ("keep_fracs", keep_fracs),
+      ("struct_prune_choices", struct_prune_choices),
+      ("quant_choices", quant_choices),
+    ):
       if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
         raise ValueError(f"{name} must be a list, got {value!r}.")
-    return cls(tuple(parse_keep_frac(v) for v in keep_fracs),
-               tuple(parse_prune_tag(t) for t in struct_prune_choices),
-               tuple(parse_quant_tag(t) for t in quant_choices))
+    return cls(
+      tuple(parse_keep_frac(v) for v in keep_fracs),
+      tuple(parse_prune_tag(t) for t in struct_prune_choices),
+      tuple(parse_quant_tag(t) for t in quant_choices),
+    )
 
   @classmethod
   def from_yaml(cls, path: Union[str, pathlib.Path]) -> "ActionSpace":
@@ -130,8 +159,14 @@ class ActionSpace:
 
   @functools.cached_property
   def _table(self) -> np.ndarray:
-    return np.array(list(itertools.product(range(len(self.keep_fracs)), range(len(self.prune_fracs)),
-                                           range(len(self.quant_bits)))), dtype=np.int32).reshape(-1, 3)
+    return np.array(
+      list(
+        itertools.product(
+          range(len(self.keep_fracs)), range(len(self.prune_fracs)), range(len(self.quant_bits))
+        )
+      ),
+      dtype=np.int32,
+    ).reshape(-1, 3)
 
   @functools.cached_property
   def kappa(self) -> np.ndarray:
@@ -165,8 +200,10 @@ class ActionSpace:
   @functools.cached_property
   def tags(self) -> tuple[str, ...]:
     """Readable per-action names, e.g. 'k060-s080-q7'."""
-    return tuple(f"k{_percent(self.keep_fracs[i])}-s{_percent(self.prune_fracs[j])}-q{self.quant_bits[k]}"
-                 for i, j, k in self._table)
+    return tuple(
+      f"k{_percent(self.keep_fracs[i])}-s{_percent(self.prune_fracs[j])}-q{self.quant_bits[k]}"
+      for i, j, k in self._table
+    )
 
   @property
   def single_level_axes(self) -> tuple[str, ...]:
@@ -176,7 +213,9 @@ class ActionSpace:
   def penalty_weights(self, token: float, prune: float, quant: float) -> tuple[float, float, float]:
     """The config's α per axis with single-level axes forced to 0."""
     single = self.single_level_axes
-    return tuple(0.0 if axis in single else float(w) for axis, w in zip(AXES, (token, prune, quant)))
+    return tuple(
+      0.0 if axis in single else float(w) for axis, w in zip(AXES, (token, prune, quant))
+    )
 
   def index_from_levels(self, i_kappa, i_rho, i_bits):
     """Flat index from per-axis level positions (list order); works on numpy and jnp arrays."""
@@ -188,7 +227,9 @@ class ActionSpace:
     _, n_rho, n_bits = self.shape
     return action // (n_rho * n_bits), (action // n_bits) % n_rho, action % n_bits
 
-  def _find(self, kappa: Optional[float], rho: Optional[float], bits: Optional[int]) -> Optional[int]:
+  def _find(
+    self, kappa: Optional[float], rho: Optional[float], bits: Optional[int]
+  ) -> Optional[int]:
     """First flat index matching the given values (None matches anything)."""
     for a, (i, j, k) in enumerate(itertools.product(*map(range, self.shape))):
       if kappa is not None and abs(self.keep_fracs[i] - kappa) > _FRAC_TOL:
@@ -204,9 +245,11 @@ class ActionSpace:
     """Flat index of (κ, ρ, b); ValueError if that combination is not in the grid."""
     a = self._find(float(kappa), float(rho), int(bits))
     if a is None:
-      raise ValueError(f"action (kappa={kappa}, rho={rho}, bits={bits}) is not in the grid "
-                       f"keep_fracs={self.keep_fracs}, prune={self.struct_prune_choices}, "
-                       f"quant={self.quant_choices}.")
+      raise ValueError(
+        f"action (kappa={kappa}, rho={rho}, bits={bits}) is not in the grid "
+        f"keep_fracs={self.keep_fracs}, prune={self.struct_prune_choices}, "
+        f"quant={self.quant_choices}."
+      )
     return a
 
   @functools.cached_property
@@ -225,28 +268,38 @@ class ActionSpace:
     return self.lookup(1.0, self.rho_max, max(self.quant_bits))
 
 
-VARIANT_KEYS = ("keep_fracs", "struct_prune_choices", "quant_choices", "sparsity_criteria", "page_size")
+VARIANT_KEYS = (
+  "keep_fracs",
+  "struct_prune_choices",
+  "quant_choices",
+  "sparsity_criteria",
+  "page_size",
+)
 
 
 def available_variants(config_dir: Union[str, pathlib.Path] = VARIANT_DIR) -> tuple[str, ...]:
   return tuple(sorted(p.stem for p in pathlib.Path(config_dir).glob("*.yaml")))
 
 
-def variant_path(name: Union[str, pathlib.Path],
-                 config_dir: Union[str, pathlib.Path] = VARIANT_DIR) -> pathlib.Path:
+def variant_path(
+  name: Union[str, pathlib.Path], config_dir: Union[str, pathlib.Path] = VARIANT_DIR
+) -> pathlib.Path:
   """A variant file: an existing .yaml path, or `<config_dir>/<name>.yaml`."""
   path = pathlib.Path(name)
   if path.suffix in (".yaml", ".yml") and path.is_file():
     return path
   path = pathlib.Path(config_dir) / f"{name}.yaml"
   if not path.is_file():
-    raise FileNotFoundError(f"no action variant {str(name)!r} in {config_dir}. Available variants: "
-                            f"{', '.join(available_variants(config_dir)) or '(none)'}")
+    raise FileNotFoundError(
+      f"no action variant {str(name)!r} in {config_dir}. Available variants: "
+      f"{', '.join(available_variants(config_dir)) or '(none)'}"
+    )
   return path
 
 
-def read_variant(name: Union[str, pathlib.Path],
-                 config_dir: Union[str, pathlib.Path] = VARIANT_DIR) -> dict[str, Any]:
+def read_variant(
+  name: Union[str, pathlib.Path], config_dir: Union[str, pathlib.Path] = VARIANT_DIR
+) -> dict[str, Any]:
   """The validated mapping of a variant file: exactly `VARIANT_KEYS` (method §5).
 
   The one parser of sol_jax/configs/actions/*.yaml; the config loader merges
@@ -263,18 +316,27 @@ def read_variant(name: Union[str, pathlib.Path],
 
 def _check_variant(raw: Any, where: str) -> None:
   if not isinstance(raw, Mapping):
-    raise ValueError(f"action variant {where} must be a mapping with keys {list(VARIANT_KEYS)}, "
-                     f"got {type(raw).__name__}.")
+    raise ValueError(
+      f"action variant {where} must be a mapping with keys {list(VARIANT_KEYS)}, "
+      f"got {type(raw).__name__}."
+    )
   missing = [k for k in VARIANT_KEYS if k not in raw]
   unknown = [str(k) for k in raw if k not in VARIANT_KEYS]
   if missing or unknown:
-    hints = [f" (did you mean {close[0]!r}?)" for k in unknown
-             if (close := difflib.get_close_matches(k, VARIANT_KEYS, n=1))]
-    raise ValueError(f"action variant {where}: missing keys {missing}, unknown keys {unknown}"
-                     f"{''.join(hints)}; expected exactly {list(VARIANT_KEYS)}.")
+    hints = [
+      f" (did you mean {close[0]!r}?)"
+      for k in unknown
+      if (close := difflib.get_close_matches(k, VARIANT_KEYS, n=1))
+    ]
+    raise ValueError(
+      f"action variant {where}: missing keys {missing}, unknown keys {unknown}"
+      f"{''.join(hints)}; expected exactly {list(VARIANT_KEYS)}."
+    )
   if raw["sparsity_criteria"] not in SPARSITY_CRITERIA:
-    raise ValueError(f"action variant {where}: sparsity_criteria={raw['sparsity_criteria']!r}; "
-                     f"use one of {SPARSITY_CRITERIA}.")
+    raise ValueError(
+      f"action variant {where}: sparsity_criteria={raw['sparsity_criteria']!r}; "
+      f"use one of {SPARSITY_CRITERIA}."
+    )
   page = raw["page_size"]
   if isinstance(page, bool) or not isinstance(page, int) or page < 1:
     raise ValueError(f"action variant {where}: page_size={page!r} must be a positive integer.")
@@ -284,6 +346,7 @@ def _check_variant(raw: Any, where: str) -> None:
 @dataclasses.dataclass(frozen=True)
 class ActionVariant:
   """A named action-space config: the grid plus its token-sparsity mechanism settings."""
+
   name: str
   space: ActionSpace
   sparsity_criteria: str
@@ -292,7 +355,9 @@ class ActionVariant:
   @classmethod
   def from_mapping(cls, cfg: Mapping[str, Any], name: str = "") -> "ActionVariant":
     _check_variant(cfg, repr(name))
-    space = ActionSpace.from_config(cfg["keep_fracs"], cfg["struct_prune_choices"], cfg["quant_choices"])
+    space = ActionSpace.from_config(
+      cfg["keep_fracs"], cfg["struct_prune_choices"], cfg["quant_choices"]
+    )
     return cls(name, space, cfg["sparsity_criteria"], cfg["page_size"])
 
   @classmethod
@@ -303,7 +368,9 @@ class ActionVariant:
     return cls.from_mapping(read_variant(path), name=path.stem)
 
 
-def load_action_variant(name: str, config_dir: Union[str, pathlib.Path] = VARIANT_DIR) -> ActionVariant:
+def load_action_variant(
+  name: str, config_dir: Union[str, pathlib.Path] = VARIANT_DIR
+) -> ActionVariant:
   """Loads a named variant of method §5, e.g. 'FL', '3L', 'P-S40S100'."""
   path = variant_path(name, config_dir)
   return ActionVariant.from_mapping(read_variant(path), name=path.stem)

@@ -11,9 +11,9 @@ prefix pages are complete, so their elementwise key min/max are computed once
 per input (`prefix_page_bounds`) and shared by all K schedules and all steps;
 only the suffix pages are bounded at each step.
 """
+
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from sol_jax.efficiency.selection import top_k_mask
@@ -24,8 +24,10 @@ def prefix_page_bounds(prefix: PrefixCache, page_size: int):
   """(min, max) over each page of the prefix keys: [L, B, Hkv, C/S, dh] each."""
   l, b, h, c, d = prefix.k.shape
   if c % page_size:
-    raise ValueError(f"Quest needs the context length C={c} to be a multiple of the page "
-                     f"size {page_size}; choose C or page_size so that C % page_size == 0.")
+    raise ValueError(
+      f"Quest needs the context length C={c} to be a multiple of the page "
+      f"size {page_size}; choose C or page_size so that C % page_size == 0."
+    )
   pages = prefix.k.reshape(l, b, h, c // page_size, page_size, d)
   return pages.min(axis=4), pages.max(axis=4)
 
@@ -41,8 +43,9 @@ def _upper_bound_scores(q, page_min, page_max):
   """Σ_d max(q·M, q·m) = q⁺·M + q⁻·m, as two matmuls. -> [B, Hkv, g, P]."""
   q32 = q.astype(jnp.float32)
   pos, neg = jnp.maximum(q32, 0), jnp.minimum(q32, 0)
-  return (jnp.einsum("bhgd,bhpd->bhgp", pos, page_max.astype(jnp.float32))
-          + jnp.einsum("bhgd,bhpd->bhgp", neg, page_min.astype(jnp.float32)))
+  return jnp.einsum("bhgd,bhpd->bhgp", pos, page_max.astype(jnp.float32)) + jnp.einsum(
+    "bhgd,bhpd->bhgp", neg, page_min.astype(jnp.float32)
+  )
 
 
 def quest_keep(q, prefix_bounds, suffix_k, t, kappa, page_size: int):
@@ -64,8 +67,9 @@ def quest_keep(q, prefix_bounds, suffix_k, t, kappa, page_size: int):
   # Empty suffix pages have ±inf bounds; zero them before the matmul, mask after.
   smin = jnp.where(page_valid[None, None, :, None], smin, 0)
   smax = jnp.where(page_valid[None, None, :, None], smax, 0)
-  scores = jnp.concatenate([_upper_bound_scores(q, pmin, pmax),
-                            _upper_bound_scores(q, smin, smax)], axis=-1)
+  scores = jnp.concatenate(
+    [_upper_bound_scores(q, pmin, pmax), _upper_bound_scores(q, smin, smax)], axis=-1
+  )
   allowed = jnp.concatenate([jnp.ones((n_prefix_pages,), bool), page_valid])
   scores = jnp.where(allowed, scores, -jnp.inf)
 
@@ -97,7 +101,9 @@ def recency_keep(prefix_len: int, cap: int, t, kappa, sink: int, window: int):
   """Sink + sliding window whose width grows with κ (method §4.2.2). Same for all heads."""
   kv_len = prefix_len + t + 1
   n_old = kv_len - sink - window - 1
-  n_e = jnp.ceil(jnp.asarray(kappa, jnp.float32) * jnp.asarray(n_old, jnp.float32)).astype(jnp.int32)
+  n_e = jnp.ceil(jnp.asarray(kappa, jnp.float32) * jnp.asarray(n_old, jnp.float32)).astype(
+    jnp.int32
+  )
   start = jnp.maximum(sink, kv_len - window - 1 - n_e)[:, None]  # [B, 1]
   everything = kv_len <= sink + window + 1
 
@@ -121,6 +127,8 @@ def relevancy_keep(scores_p, scores_s, t, kappa, sink: int, window: int):
   n_elig = eligible.sum()
   k = jnp.ceil(jnp.asarray(kappa, jnp.float32) * n_elig.astype(jnp.float32)).astype(jnp.int32)
   masked = jnp.where(eligible, scores, -jnp.inf)
-  chosen = eligible & top_k_mask(masked, jnp.maximum(k, 1)[:, None, None]) & (k > 0)[:, None, None, None]
+  chosen = (
+    eligible & top_k_mask(masked, jnp.maximum(k, 1)[:, None, None]) & (k > 0)[:, None, None, None]
+  )
   keep = always | chosen
   return keep[..., :prefix_len], keep[..., prefix_len:]

@@ -4,6 +4,7 @@ Usage is always the action's nominal (κ, ρ, b/16), never the realized mask
 density or FLOPs (method Q8). Everything is jnp and vectorised over leading
 (row) axes; steps that are not effective (method §4.6) are excluded.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple, Optional, Sequence
@@ -16,6 +17,7 @@ from sol_jax.efficiency.actions import ActionSpace
 
 class Usage(NamedTuple):
   """Sums of nominal usage over effective steps. ρ is summed raw (not / ρ_max)."""
+
   kappa: jax.Array
   rho: jax.Array
   eta: jax.Array
@@ -51,23 +53,31 @@ def _effective_mask(action: jax.Array, effective: Optional[jax.Array]) -> jax.Ar
   return jnp.broadcast_to(jnp.asarray(effective), jnp.shape(action)).astype(jnp.float32)
 
 
-def accumulate(usage: Usage, action: jax.Array, effective: Optional[jax.Array],
-               space: ActionSpace) -> Usage:
+def accumulate(
+  usage: Usage, action: jax.Array, effective: Optional[jax.Array], space: ActionSpace
+) -> Usage:
   """Adds one step of per-row actions to per-row running sums."""
   e = _effective_mask(action, effective)
-  return Usage(usage.kappa + e * jnp.asarray(space.kappa)[action],
-               usage.rho + e * jnp.asarray(space.rho)[action],
-               usage.eta + e * jnp.asarray(space.eta)[action],
-               usage.count + e)
+  return Usage(
+    usage.kappa + e * jnp.asarray(space.kappa)[action],
+    usage.rho + e * jnp.asarray(space.rho)[action],
+    usage.eta + e * jnp.asarray(space.eta)[action],
+    usage.count + e,
+  )
 
 
-def schedule_usage(actions: jax.Array, effective: Optional[jax.Array], space: ActionSpace,
-                   axis=-1) -> Usage:
+def schedule_usage(
+  actions: jax.Array, effective: Optional[jax.Array], space: ActionSpace, axis=-1
+) -> Usage:
   """Sums usage of a schedule `actions` (e.g. [rows, T]) over `axis` (None: all)."""
   e = _effective_mask(actions, effective)
   total = lambda x: jnp.sum(e * x, axis=axis)
-  return Usage(total(jnp.asarray(space.kappa)[actions]), total(jnp.asarray(space.rho)[actions]),
-               total(jnp.asarray(space.eta)[actions]), jnp.sum(e, axis=axis))
+  return Usage(
+    total(jnp.asarray(space.kappa)[actions]),
+    total(jnp.asarray(space.rho)[actions]),
+    total(jnp.asarray(space.eta)[actions]),
+    jnp.sum(e, axis=axis),
+  )
 
 
 def means(usage: Usage, space: ActionSpace) -> Averages:
@@ -76,7 +86,9 @@ def means(usage: Usage, space: ActionSpace) -> Averages:
   return Averages(usage.kappa / n, usage.rho / (n * jnp.float32(space.rho_max)), usage.eta / n)
 
 
-def episode_averages(actions: jax.Array, effective: Optional[jax.Array], space: ActionSpace) -> Averages:
+def episode_averages(
+  actions: jax.Array, effective: Optional[jax.Array], space: ActionSpace
+) -> Averages:
   """(κ̄, ρ̄/ρ_max, η̄) per row of a [rows, T] schedule, as used by the budget penalty."""
   return means(schedule_usage(actions, effective, space), space)
 
@@ -94,12 +106,16 @@ def realized_averages(usage: Usage) -> dict[str, jax.Array]:
   `avg_prune_keep` is the raw ρ average (not divided by ρ_max), as the reference reports it.
   """
   n = jnp.maximum(usage.count, 1.0)
-  return {"avg_keep_effective": usage.kappa / n, "avg_prune_keep": usage.rho / n,
-          "avg_quant_ratio": usage.eta / n}
+  return {
+    "avg_keep_effective": usage.kappa / n,
+    "avg_prune_keep": usage.rho / n,
+    "avg_quant_ratio": usage.eta / n,
+  }
 
 
-def pooled_realized(actions: jax.Array, effective: Optional[jax.Array],
-                    space: ActionSpace) -> dict[str, jax.Array]:
+def pooled_realized(
+  actions: jax.Array, effective: Optional[jax.Array], space: ActionSpace
+) -> dict[str, jax.Array]:
   """`realized_averages` of one batch of schedules, pooled over every row and step."""
   return realized_averages(schedule_usage(actions, effective, space, axis=None))
 

@@ -6,6 +6,7 @@ module, so a previous call's controls cannot leak into a later prefill (the
 reference's bug Q1). The prefill and dense replays simply pass `controls=None`.
 With κ=1, ρ=1, b=16 every mechanism is the exact identity.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,10 +39,12 @@ class Controls:
         keep = sparsity.protect_sink_window(*keep, t, self.sink_tokens, self.window_tokens)
       return keep
     if self.criteria == "recency":
-      return sparsity.recency_keep(scores_p.shape[-1], scores_s.shape[-1], t, self.kappa,
-                                   self.sink_tokens, self.window_tokens)
-    return sparsity.relevancy_keep(scores_p, scores_s, t, self.kappa, self.sink_tokens,
-                                   self.window_tokens)
+      return sparsity.recency_keep(
+        scores_p.shape[-1], scores_s.shape[-1], t, self.kappa, self.sink_tokens, self.window_tokens
+      )
+    return sparsity.relevancy_keep(
+      scores_p, scores_s, t, self.kappa, self.sink_tokens, self.window_tokens
+    )
 
   def mlp_input(self, u):
     return mlp.prune_mlp_input(u, self.rho)
@@ -54,23 +57,38 @@ class Controls:
     return self.replace(kappa=axis, rho=axis, bits=axis)
 
 
-def make_controls(kappa, rho, bits, *, criteria: str = "quest", page_size: int = 8,
-                  sink_tokens: int = 4, window_tokens: int = 2,
-                  protect_sink_window: bool = False) -> Controls:
+def make_controls(
+  kappa,
+  rho,
+  bits,
+  *,
+  criteria: str = "quest",
+  page_size: int = 8,
+  sink_tokens: int = 4,
+  window_tokens: int = 2,
+  protect_sink_window: bool = False,
+) -> Controls:
   if criteria not in SPARSITY_CRITERIA:
     raise ValueError(f"unknown sparsity_criteria {criteria!r}; choose one of {SPARSITY_CRITERIA}.")
   if page_size < 1:
     raise ValueError(f"page_size must be >= 1, got {page_size}.")
   mlp.check_bits(bits)
-  return Controls(kappa=jnp.asarray(kappa, jnp.float32), rho=jnp.asarray(rho, jnp.float32),
-                  bits=jnp.asarray(bits, jnp.int32), criteria=criteria, page_size=page_size,
-                  sink_tokens=sink_tokens, window_tokens=window_tokens,
-                  protect_sink_window=protect_sink_window)
+  return Controls(
+    kappa=jnp.asarray(kappa, jnp.float32),
+    rho=jnp.asarray(rho, jnp.float32),
+    bits=jnp.asarray(bits, jnp.int32),
+    criteria=criteria,
+    page_size=page_size,
+    sink_tokens=sink_tokens,
+    window_tokens=window_tokens,
+    protect_sink_window=protect_sink_window,
+  )
 
 
 @dataclasses.dataclass(frozen=True)
 class ControlSettings:
   """The static part of the controls, from the `actions` config section."""
+
   criteria: str = "quest"
   page_size: int = 8
   sink_tokens: int = 4
@@ -79,18 +97,33 @@ class ControlSettings:
 
   @classmethod
   def from_config(cls, actions_cfg) -> "ControlSettings":
-    return cls(actions_cfg.sparsity_criteria, actions_cfg.page_size, actions_cfg.sink_tokens,
-               actions_cfg.window_tokens, actions_cfg.quest_protect_sink_window)
+    return cls(
+      actions_cfg.sparsity_criteria,
+      actions_cfg.page_size,
+      actions_cfg.sink_tokens,
+      actions_cfg.window_tokens,
+      actions_cfg.quest_protect_sink_window,
+    )
 
   def make(self, kappa, rho, bits) -> Controls:
-    return make_controls(kappa, rho, bits, criteria=self.criteria, page_size=self.page_size,
-                         sink_tokens=self.sink_tokens, window_tokens=self.window_tokens,
-                         protect_sink_window=self.protect_sink_window)
+    return make_controls(
+      kappa,
+      rho,
+      bits,
+      criteria=self.criteria,
+      page_size=self.page_size,
+      sink_tokens=self.sink_tokens,
+      window_tokens=self.window_tokens,
+      protect_sink_window=self.protect_sink_window,
+    )
 
   def for_actions(self, space, actions) -> Controls:
     """Controls of flat action indices (any shape) of an ActionSpace."""
-    return self.make(jnp.asarray(space.kappa)[actions], jnp.asarray(space.rho)[actions],
-                     jnp.asarray(space.bits)[actions])
+    return self.make(
+      jnp.asarray(space.kappa)[actions],
+      jnp.asarray(space.rho)[actions],
+      jnp.asarray(space.bits)[actions],
+    )
 
 
 def prefix_aux(prefix, criteria: str, page_size: int):

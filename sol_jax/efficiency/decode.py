@@ -4,6 +4,7 @@
 frozen params, the teacher-forced tokens and the input's prefix cache (and its
 Quest page bounds) broadcast: rows are [B, K], row order input-major.
 """
+
 from __future__ import annotations
 
 import jax
@@ -11,7 +12,12 @@ import jax.numpy as jnp
 
 from sol_jax.efficiency.controls import Controls, prefix_aux
 from sol_jax.models import llama
-from sol_jax.models.cache import PrefixCache, SuffixCache, init_schedule_suffix, suffix_schedule_axes
+from sol_jax.models.cache import (
+  PrefixCache,
+  SuffixCache,
+  init_schedule_suffix,
+  suffix_schedule_axes,
+)
 from sol_jax.models.config import ModelConfig
 
 
@@ -21,8 +27,15 @@ def dense_prefill(params, cfg: ModelConfig, tokens, criteria: str = "quest", pag
   return logits, hidden[:, -1], prefix, prefix_aux(prefix, criteria, page_size)
 
 
-def schedule_step(params, cfg: ModelConfig, tokens, prefix: PrefixCache, aux,
-                  suffix: SuffixCache, controls: Controls):
+def schedule_step(
+  params,
+  cfg: ModelConfig,
+  tokens,
+  prefix: PrefixCache,
+  aux,
+  suffix: SuffixCache,
+  controls: Controls,
+):
   """One teacher-forced step for B inputs x K schedules.
 
   tokens [B] (shared by the K schedules), suffix k/v [K, L, B, Hkv, T, dh],
@@ -30,12 +43,12 @@ def schedule_step(params, cfg: ModelConfig, tokens, prefix: PrefixCache, aux,
   """
   step = lambda sfx, ctl: llama.decode_step(params, cfg, tokens, prefix, sfx, aux, ctl)
   axes = suffix_schedule_axes(suffix)
-  return jax.vmap(step, in_axes=(axes, controls.schedule_axes(1)),
-                  out_axes=(1, 1, axes))(suffix, controls)
+  return jax.vmap(step, in_axes=(axes, controls.schedule_axes(1)), out_axes=(1, 1, axes))(
+    suffix, controls
+  )
 
 
-def dense_schedule_step(params, cfg: ModelConfig, tokens, prefix: PrefixCache,
-                        suffix: SuffixCache):
+def dense_schedule_step(params, cfg: ModelConfig, tokens, prefix: PrefixCache, suffix: SuffixCache):
   """The uncontrolled step (controls=None) over the same [B, K] row layout."""
   step = lambda sfx: llama.decode_step(params, cfg, tokens, prefix, sfx)
   axes = suffix_schedule_axes(suffix)
@@ -53,8 +66,9 @@ def token_logprob(logits, labels):
   return jnp.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]
 
 
-def dense_decode_logits(params, cfg: ModelConfig, blocks, prefix: PrefixCache, context_len: int,
-                        horizon: int):
+def dense_decode_logits(
+  params, cfg: ModelConfig, blocks, prefix: PrefixCache, context_len: int, horizon: int
+):
   """Dense teacher-forced decode of x_C..x_{C+T-1} after `prefix` -> logits [B, T, V]."""
   suffix = new_suffix(cfg, blocks.shape[0], 1, horizon)
 

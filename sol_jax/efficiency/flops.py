@@ -26,6 +26,7 @@ Dense is n = kv_len, k = D, b = 16. Under an action (κ, ρ, b):
   comparisons and are not counted.
 The dense action therefore has relative FLOPs exactly 1.0 in every mode.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -43,12 +44,15 @@ def _check(token_count: str, page_size: Optional[int], quest_overhead: bool) -> 
   if token_count not in _TOKEN_COUNTS:
     raise ValueError(f"token_count={token_count!r}; use one of {_TOKEN_COUNTS}.")
   if (token_count == "pages" or quest_overhead) and (page_size is None or page_size < 1):
-    raise ValueError("token_count='pages' and quest_overhead=True need page_size, a positive integer "
-                     f"(Quest's page size S), got {page_size!r}.")
+    raise ValueError(
+      "token_count='pages' and quest_overhead=True need page_size, a positive integer "
+      f"(Quest's page size S), got {page_size!r}."
+    )
 
 
-def kept_tokens(kappa: jax.Array, kv_len: jax.Array, token_count: str = "nominal",
-                page_size: Optional[int] = None) -> jax.Array:
+def kept_tokens(
+  kappa: jax.Array, kv_len: jax.Array, token_count: str = "nominal", page_size: Optional[int] = None
+) -> jax.Array:
   """Attended keys under keep fraction κ: nominal ceil(κ·kv_len) or page-rounded."""
   _check(token_count, page_size, False)
   kv = jnp.asarray(kv_len, jnp.float32)
@@ -59,9 +63,17 @@ def kept_tokens(kappa: jax.Array, kv_len: jax.Array, token_count: str = "nominal
   return n
 
 
-def decode_flops(config: ModelConfig, kappa: jax.Array, rho: jax.Array, bits: jax.Array,
-                 kv_len: jax.Array, *, token_count: str = "nominal", page_size: Optional[int] = None,
-                 quest_overhead: bool = False) -> jax.Array:
+def decode_flops(
+  config: ModelConfig,
+  kappa: jax.Array,
+  rho: jax.Array,
+  bits: jax.Array,
+  kv_len: jax.Array,
+  *,
+  token_count: str = "nominal",
+  page_size: Optional[int] = None,
+  quest_overhead: bool = False,
+) -> jax.Array:
   """FLOPs of one decode token under (κ, ρ, b); all array arguments broadcast."""
   _check(token_count, page_size, quest_overhead)
   d, f = float(config.hidden_size), float(config.intermediate_size)
@@ -87,29 +99,45 @@ def dense_decode_flops(config: ModelConfig, kv_len: jax.Array) -> jax.Array:
   return decode_flops(config, 1.0, 1.0, MAX_BITS, kv_len)
 
 
-def relative_flops(config: ModelConfig, kappa: jax.Array, rho: jax.Array, bits: jax.Array,
-                   kv_len: jax.Array, **kwargs) -> jax.Array:
+def relative_flops(
+  config: ModelConfig,
+  kappa: jax.Array,
+  rho: jax.Array,
+  bits: jax.Array,
+  kv_len: jax.Array,
+  **kwargs,
+) -> jax.Array:
   """decode_flops(κ, ρ, b) / dense; keyword options as in `decode_flops`."""
-  return decode_flops(config, kappa, rho, bits, kv_len, **kwargs) / dense_decode_flops(config, kv_len)
+  return decode_flops(config, kappa, rho, bits, kv_len, **kwargs) / dense_decode_flops(
+    config, kv_len
+  )
 
 
-def action_relative_flops(config: ModelConfig, space: ActionSpace, kv_len: jax.Array,
-                          **kwargs) -> jax.Array:
+def action_relative_flops(
+  config: ModelConfig, space: ActionSpace, kv_len: jax.Array, **kwargs
+) -> jax.Array:
   """Relative FLOPs of every action of `space`: shape [..., A] for kv_len of shape [...]."""
   kv = jnp.asarray(kv_len, jnp.float32)[..., None]
   return relative_flops(config, space.kappa, space.rho, space.bits, kv, **kwargs)
 
 
-def schedule_relative_flops(config: ModelConfig, space: ActionSpace, actions: jax.Array,
-                            kv_len: jax.Array, **kwargs) -> jax.Array:
+def schedule_relative_flops(
+  config: ModelConfig, space: ActionSpace, actions: jax.Array, kv_len: jax.Array, **kwargs
+) -> jax.Array:
   """Total FLOPs of executed schedules `actions` (e.g. [rows, T]) over the dense total.
 
   kv_len broadcasts against `actions` (e.g. [T] or [rows, T]).
   """
   actions = jnp.asarray(actions)
   kv = jnp.broadcast_to(jnp.asarray(kv_len, jnp.float32), actions.shape)
-  spent = decode_flops(config, jnp.asarray(space.kappa)[actions], jnp.asarray(space.rho)[actions],
-                       jnp.asarray(space.bits)[actions], kv, **kwargs)
+  spent = decode_flops(
+    config,
+    jnp.asarray(space.kappa)[actions],
+    jnp.asarray(space.rho)[actions],
+    jnp.asarray(space.bits)[actions],
+    kv,
+    **kwargs,
+  )
   return jnp.sum(spent) / jnp.sum(dense_decode_flops(config, kv))
 
 
@@ -120,4 +148,7 @@ def prefill_flops(config: ModelConfig, seq_len: int, logits_positions: int = 1) 
   h, hkv, dh = config.num_heads, config.num_kv_heads, config.head_dim
   per_token = 2 * d * (2 * h * dh + 2 * hkv * dh) + 6 * d * f
   attention = 4 * h * dh * seq_len * (seq_len + 1) / 2
-  return config.num_layers * (per_token * seq_len + attention) + 2 * d * config.vocab_size * logits_positions
+  return (
+    config.num_layers * (per_token * seq_len + attention)
+    + 2 * d * config.vocab_size * logits_positions
+  )

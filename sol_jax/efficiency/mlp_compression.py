@@ -1,4 +1,5 @@
 """MLP-input structured pruning (method §4.3) and MLP-output fake quantization (§4.4)."""
+
 from __future__ import annotations
 
 import jax.numpy as jnp
@@ -16,8 +17,10 @@ def check_bits(bits) -> None:
   except Exception:  # a tracer: validated where the schedule was built
     return
   if arr.size and (arr.min() < MIN_BITS or arr.max() > MAX_BITS):
-    raise ValueError(f"bit-width must lie in [{MIN_BITS}, {MAX_BITS}], got values in "
-                     f"[{arr.min()}, {arr.max()}]; use 16 for 'no quantization'.")
+    raise ValueError(
+      f"bit-width must lie in [{MIN_BITS}, {MAX_BITS}], got values in "
+      f"[{arr.min()}, {arr.max()}]; use 16 for 'no quantization'."
+    )
 
 
 def prune_count(rho, width: int, dtype=jnp.float32):
@@ -44,7 +47,7 @@ def fake_quantize(y, bits):
   """
   shape = (-1,) + (1,) * (y.ndim - 1)
   b = jnp.asarray(bits).reshape(shape)
-  qmax = (2.0 ** (b.astype(jnp.float32) - 1.0) - 1.0)
+  qmax = 2.0 ** (b.astype(jnp.float32) - 1.0) - 1.0
   y32 = y.astype(jnp.float32)
   scale = jnp.maximum(jnp.abs(y32).max(axis=-1, keepdims=True), 1e-8) / qmax
   q = scale * jnp.clip(jnp.round(y32 / scale), -qmax, qmax)

@@ -8,6 +8,7 @@ each step is a vertical add across rows rather than a short horizontal
 reduction per row: 1.2-1.35x faster for Quest's [1152, 66] and the MLP's
 [128, 576] (BUILD_NOTES.md).
 """
+
 from __future__ import annotations
 
 import jax

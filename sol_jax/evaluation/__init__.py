@@ -14,38 +14,90 @@ Where each concept lives:
   best-of-N, §12.4); EMC/DAC (§12.5) in `heuristics` (the step rule, the
   signals) and `providers` (the rule inside the harness, `heuristic_columns`).
 """
+
 from sol_jax.evaluation.constant import ConstantGenerator, constant_columns, constant_schedule
 from sol_jax.evaluation.fixed import FixedAllocator, fixed_columns, fixed_matched
-from sol_jax.evaluation.harness import (Episode, StaticSchedule, StepContext, controlled_episode,
-                                       run_controlled)
+from sol_jax.evaluation.harness import (
+  Episode,
+  StaticSchedule,
+  StepContext,
+  controlled_episode,
+  run_controlled,
+)
 from sol_jax.evaluation.heuristics import drift_signal, entropy_signal, heuristic_schedule
 from sol_jax.evaluation.hf_reference import hf_block_nll, load_hf_model
-from sol_jax.evaluation.perplexity import (evaluate_dense, full_sequence_nll, perplexity_summary,
-                                           sol_protocol_nll)
+from sol_jax.evaluation.perplexity import (
+  evaluate_dense,
+  full_sequence_nll,
+  perplexity_summary,
+  sol_protocol_nll,
+)
 from sol_jax.evaluation.plan import evaluate_plan, index_map
-from sol_jax.evaluation.providers import (HeuristicProvider, MixedInputs, MixedProvider,
-                                          heuristic_columns)
-from sol_jax.evaluation.random_schedules import (BestOfN, RandomScheduler, best_of_n,
-                                                 random_columns, random_trials, trial_seed)
-from sol_jax.evaluation.schedule_eval import (Column, ColumnResult, effective_steps,
-                                              evaluate_columns, static_inputs)
+from sol_jax.evaluation.providers import (
+  HeuristicProvider,
+  MixedInputs,
+  MixedProvider,
+  heuristic_columns,
+)
+from sol_jax.evaluation.random_schedules import (
+  BestOfN,
+  RandomScheduler,
+  best_of_n,
+  random_columns,
+  random_trials,
+  trial_seed,
+)
+from sol_jax.evaluation.schedule_eval import (
+  Column,
+  ColumnResult,
+  effective_steps,
+  evaluate_columns,
+  static_inputs,
+)
 
 __all__ = [
-    # dense perplexity
-    "evaluate_dense", "full_sequence_nll", "hf_block_nll", "load_hf_model", "perplexity_summary",
-    "sol_protocol_nll",
-    # harness and columns
-    "Column", "ColumnResult", "Episode", "StaticSchedule", "StepContext", "controlled_episode",
-    "effective_steps", "evaluate_columns", "evaluate_plan", "index_map", "run_controlled",
-    "static_inputs",
-    # constant
-    "ConstantGenerator", "constant_columns", "constant_schedule",
-    # Fixed (§12.3)
-    "FixedAllocator", "fixed_columns", "fixed_matched",
-    # Random and best-of-N (§12.4)
-    # (`random_schedules`, one batch of one trial, stays in its module: the name is the module's)
-    "BestOfN", "RandomScheduler", "best_of_n", "random_columns", "random_trials", "trial_seed",
-    # EMC / DAC (§12.5)
-    "HeuristicProvider", "MixedInputs", "MixedProvider", "drift_signal", "entropy_signal",
-    "heuristic_columns", "heuristic_schedule",
+  # dense perplexity
+  "evaluate_dense",
+  "full_sequence_nll",
+  "hf_block_nll",
+  "load_hf_model",
+  "perplexity_summary",
+  "sol_protocol_nll",
+  # harness and columns
+  "Column",
+  "ColumnResult",
+  "Episode",
+  "StaticSchedule",
+  "StepContext",
+  "controlled_episode",
+  "effective_steps",
+  "evaluate_columns",
+  "evaluate_plan",
+  "index_map",
+  "run_controlled",
+  "static_inputs",
+  # constant
+  "ConstantGenerator",
+  "constant_columns",
+  "constant_schedule",
+  # Fixed (§12.3)
+  "FixedAllocator",
+  "fixed_columns",
+  "fixed_matched",
+  # Random and best-of-N (§12.4)
+  # (`random_schedules`, one batch of one trial, stays in its module: the name is the module's)
+  "BestOfN",
+  "RandomScheduler",
+  "best_of_n",
+  "random_columns",
+  "random_trials",
+  "trial_seed",
+  # EMC / DAC (§12.5)
+  "HeuristicProvider",
+  "MixedInputs",
+  "MixedProvider",
+  "drift_signal",
+  "entropy_signal",
+  "heuristic_columns",
+  "heuristic_schedule",
 ]

@@ -4,6 +4,7 @@ The static baselines work in the units the run reports (method §7): κ, raw ρ
 (not divided by ρ_max) and η = b/16. Levels are kept in the config's list order
 so a level position maps straight into `ActionSpace.index_from_levels`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,6 +20,7 @@ SNAP_TOL = 1e-6  # a target this close to a level is that level (float noise in 
 
 class Targets(NamedTuple):
   """Per-axis targets: token keep κ, raw MLP-input keep ρ, quant ratio η = b/16."""
+
   kappa: float
   rho: float
   eta: float
@@ -27,12 +29,15 @@ class Targets(NamedTuple):
 def as_targets(targets: Sequence[float]) -> Targets:
   values = tuple(float(t) for t in targets)
   if len(values) != 3 or not all(math.isfinite(v) for v in values):
-    raise ValueError(f"targets must be three finite numbers (kappa, rho, eta=bits/16), got {targets!r}.")
+    raise ValueError(
+      f"targets must be three finite numbers (kappa, rho, eta=bits/16), got {targets!r}."
+    )
   return Targets(*values)
 
 
 class Bracket(NamedTuple):
   """Adjacent levels around a (clamped) target; positions are in list order."""
+
   target: float  # clamped to the axis range
   lo: float
   hi: float
@@ -82,8 +87,11 @@ class AxisLevels:
 
 def axis_levels(space: ActionSpace) -> tuple[AxisLevels, AxisLevels, AxisLevels]:
   """(token κ, prune ρ, quant η) level grids of an action space."""
-  return (AxisLevels("token", space.keep_fracs), AxisLevels("prune", space.prune_fracs),
-          AxisLevels("quant", tuple(b / MAX_BITS for b in space.quant_bits)))
+  return (
+    AxisLevels("token", space.keep_fracs),
+    AxisLevels("prune", space.prune_fracs),
+    AxisLevels("quant", tuple(b / MAX_BITS for b in space.quant_bits)),
+  )
 
 
 def targets_label(targets: Sequence[float]) -> str:

@@ -17,6 +17,7 @@ token |κ̄ − κ*| ≤ (hi−lo)/(2·R) (every step, hence pooled too); prune/
 |pooled mean − target| ≤ (hi−lo)/(2·N), because the carried residual
 Σ(level − target) never exceeds (hi−lo)/2 in size.
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -92,20 +93,31 @@ class FixedAllocator:
     return tuple(s / n for s in self.level_sums)
 
 
-def fixed_columns(space: ActionSpace, targets: Sequence[Sequence[float]],
-                  names: Optional[Sequence[str]] = None) -> list[Column]:
+def fixed_columns(
+  space: ActionSpace, targets: Sequence[Sequence[float]], names: Optional[Sequence[str]] = None
+) -> list[Column]:
   """Fixed matched to each target triple (κ̄, ρ̄, η̄): one `FixedAllocator` per column."""
   names = names or [f"fixed {targets_label(t)}" for t in targets]
-  return [Column(n, make=lambda t=tuple(t): FixedAllocator(space, t), grid=space)
-          for n, t in zip(names, targets)]
+  return [
+    Column(n, make=lambda t=tuple(t): FixedAllocator(space, t), grid=space)
+    for n, t in zip(names, targets)
+  ]
 
 
-def fixed_matched(params, cfg: ModelConfig, space: ActionSpace, settings: ControlSettings,
-                  blocks: np.ndarray, targets: Sequence[Sequence[float]],
-                  names: Optional[Sequence[str]] = None, **kwargs) -> list[ColumnResult]:
+def fixed_matched(
+  params,
+  cfg: ModelConfig,
+  space: ActionSpace,
+  settings: ControlSettings,
+  blocks: np.ndarray,
+  targets: Sequence[Sequence[float]],
+  names: Optional[Sequence[str]] = None,
+  **kwargs,
+) -> list[ColumnResult]:
   """Fixed matched to given realized averages (κ̄, ρ̄, η̄), one column per triple.
 
   kwargs go to `evaluate_plan` (context_len, horizon, batch_size, progress, desc).
   """
-  return evaluate_plan(params, cfg, space, settings, blocks, fixed_columns(space, targets, names),
-                       **kwargs)
+  return evaluate_plan(
+    params, cfg, space, settings, blocks, fixed_columns(space, targets, names), **kwargs
+  )

@@ -18,6 +18,7 @@ per-step [B, K, ...] arrays, returned stacked as `Episode.records` [B, K, T, ...
 With `reference_logits` [B, T, V] (the dense decode's), `Episode.kl` [B, K, T]
 holds KL(p_dense || p_controlled) per step, for the KL reward option.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -47,6 +48,7 @@ class StepContext(NamedTuple):
 
 class Episode(NamedTuple):
   """What `run_controlled` returns, for B blocks x K schedules x T steps."""
+
   nll: jax.Array  # [B, K, T] -log p(next token) under the executed actions
   actions: jax.Array  # [B, K, T] executed actions (dense where forced)
   effective: jax.Array  # [T] bool: may step t compress?
@@ -57,6 +59,7 @@ class Episode(NamedTuple):
 @dataclasses.dataclass(frozen=True)
 class StaticSchedule:
   """Precomputed action indices: inputs = actions [B, K, T]."""
+
   needs_entropy = False
   needs_drift = False
 
@@ -70,34 +73,79 @@ class StaticSchedule:
     return state
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "space", "settings", "provider",
-                                             "context_len", "horizon", "schedules"))
-def run_controlled(params, blocks, inputs, *, cfg: ModelConfig, space: ActionSpace,
-                   settings: ControlSettings, provider: Any, context_len: int, horizon: int,
-                   schedules: int, reference_logits=None) -> Episode:
+@functools.partial(
+  jax.jit,
+  static_argnames=("cfg", "space", "settings", "provider", "context_len", "horizon", "schedules"),
+)
+def run_controlled(
+  params,
+  blocks,
+  inputs,
+  *,
+  cfg: ModelConfig,
+  space: ActionSpace,
+  settings: ControlSettings,
+  provider: Any,
+  context_len: int,
+  horizon: int,
+  schedules: int,
+  reference_logits=None,
+) -> Episode:
   """[B, C+T+1] blocks -> the `Episode` of K schedules per block."""
-  return controlled_episode(params, blocks, inputs, cfg=cfg, space=space, settings=settings,
-                            provider=provider, context_len=context_len, horizon=horizon,
-                            schedules=schedules, reference_logits=reference_logits)
+  return controlled_episode(
+    params,
+    blocks,
+    inputs,
+    cfg=cfg,
+    space=space,
+    settings=settings,
+    provider=provider,
+    context_len=context_len,
+    horizon=horizon,
+    schedules=schedules,
+    reference_logits=reference_logits,
+  )
 
 
-def controlled_episode(params, blocks, inputs, *, cfg: ModelConfig, space: ActionSpace,
-                       settings: ControlSettings, provider: Any, context_len: int, horizon: int,
-                       schedules: int, reference_logits=None) -> Episode:
+def controlled_episode(
+  params,
+  blocks,
+  inputs,
+  *,
+  cfg: ModelConfig,
+  space: ActionSpace,
+  settings: ControlSettings,
+  provider: Any,
+  context_len: int,
+  horizon: int,
+  schedules: int,
+  reference_logits=None,
+) -> Episode:
   """Un-jitted body of `run_controlled`, for use inside a larger jitted step."""
   c, k = context_len, schedules
   b = blocks.shape[0]
-  logits0, h0, prefix, aux = decode.dense_prefill(params, cfg, blocks[:, :c], settings.criteria,
-                                                  settings.page_size)
+  logits0, h0, prefix, aux = decode.dense_prefill(
+    params, cfg, blocks[:, :c], settings.criteria, settings.page_size
+  )
   emb = lambda tok: llama.embed_tokens(params, tok)
   zeros = jnp.zeros((b, k), jnp.float32)
-  entropy0 = (jnp.broadcast_to(entropy_signal(logits0)[:, None], (b, k))
-              if provider.needs_entropy else zeros)
-  drift0 = (jnp.broadcast_to(drift_signal(emb(blocks[:, c - 1]), emb(blocks[:, c]))[:, None], (b, k))
-            if provider.needs_drift else zeros)
+  entropy0 = (
+    jnp.broadcast_to(entropy_signal(logits0)[:, None], (b, k)) if provider.needs_entropy else zeros
+  )
+  drift0 = (
+    jnp.broadcast_to(drift_signal(emb(blocks[:, c - 1]), emb(blocks[:, c]))[:, None], (b, k))
+    if provider.needs_drift
+    else zeros
+  )
   hidden0 = jnp.broadcast_to(h0[:, None].astype(jnp.float32), (b, k, h0.shape[-1]))
-  carry = (decode.new_suffix(cfg, b, k, horizon), provider.init(inputs, b, k, horizon),
-           hidden0, hidden0, entropy0, drift0)
+  carry = (
+    decode.new_suffix(cfg, b, k, horizon),
+    provider.init(inputs, b, k, horizon),
+    hidden0,
+    hidden0,
+    entropy0,
+    drift0,
+  )
 
   record_fn = getattr(provider, "record", None)
 
@@ -114,22 +162,33 @@ def controlled_episode(params, blocks, inputs, *, cfg: ModelConfig, space: Actio
     record = record_fn(inputs, state, ctx, chosen) if record_fn else ()
     executed = force_dense(chosen, effective, space)
     controls = settings.for_actions(space, executed)
-    logits, new_hidden, suffix = decode.schedule_step(params, cfg, tokens, prefix, aux, suffix,
-                                                      controls)
+    logits, new_hidden, suffix = decode.schedule_step(
+      params, cfg, tokens, prefix, aux, suffix, controls
+    )
     nll = -decode.token_logprob(logits, labels[:, None])
     kl = () if ref_logits is None else kl_divergence(ref_logits[:, None], logits)
     if provider.needs_entropy:
       entropy = entropy_signal(logits)
     new_hidden = new_hidden.astype(jnp.float32)
     state = provider.observe(inputs, state, ctx._replace(hidden=new_hidden), executed)
-    return (suffix, state, new_hidden, hidden, entropy, drift), (nll, executed, effective, kl, record)
+    return (suffix, state, new_hidden, hidden, entropy, drift), (
+      nll,
+      executed,
+      effective,
+      kl,
+      record,
+    )
 
   ref = None if reference_logits is None else jnp.moveaxis(reference_logits, 1, 0)
   _, (nll, actions, effective, kl, records) = jax.lax.scan(step, carry, (jnp.arange(horizon), ref))
   steps_last = lambda x: jnp.moveaxis(x, 0, 2)  # [T, B, K, ...] -> [B, K, T, ...]
-  return Episode(nll=steps_last(nll), actions=steps_last(actions), effective=effective,
-                 records=jax.tree.map(steps_last, records),
-                 kl=None if reference_logits is None else steps_last(kl))
+  return Episode(
+    nll=steps_last(nll),
+    actions=steps_last(actions),
+    effective=effective,
+    records=jax.tree.map(steps_last, records),
+    kl=None if reference_logits is None else steps_last(kl),
+  )
 
 
 def kl_divergence(p_logits, q_logits):

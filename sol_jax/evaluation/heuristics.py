@@ -16,6 +16,7 @@ steps and R effective steps left (the current one included):
      level nearest to the band.
 With c on a level, lo = hi = c. Units: κ, raw ρ, η = b/16 (targets likewise).
 """
+
 from __future__ import annotations
 
 import functools
@@ -34,9 +35,9 @@ TOL = 1e-4
 
 
 class HeuristicState(NamedTuple):
-  sums: jax.Array   # [rows, 3] level sums over the block's previous effective steps
+  sums: jax.Array  # [rows, 3] level sums over the block's previous effective steps
   count: jax.Array  # [rows] previous effective steps
-  left: jax.Array   # [rows] effective steps left in the block, the next one included
+  left: jax.Array  # [rows] effective steps left in the block, the next one included
 
 
 def init_state(rows: int, horizon) -> HeuristicState:
@@ -65,15 +66,27 @@ def _choose_level(levels: jax.Array, target, level_sum, count, left, signal, gai
   allowed = (levels >= band_lo[:, None] - tol) & (levels <= band_hi[:, None] + tol)
   chosen_value = levels[choice]
   in_band = jnp.take_along_axis(allowed, choice[:, None], axis=1)[:, 0]
-  nearest_in_band = jnp.argmin(jnp.where(allowed, jnp.abs(levels - chosen_value[:, None]), jnp.inf), axis=1)
+  nearest_in_band = jnp.argmin(
+    jnp.where(allowed, jnp.abs(levels - chosen_value[:, None]), jnp.inf), axis=1
+  )
   nearest_to_band = jnp.argmin(
-      jnp.abs(levels - jnp.clip(chosen_value, band_lo, band_hi)[:, None]), axis=1)
-  return jnp.where(in_band, choice, jnp.where(allowed.any(axis=1), nearest_in_band, nearest_to_band))
+    jnp.abs(levels - jnp.clip(chosen_value, band_lo, band_hi)[:, None]), axis=1
+  )
+  return jnp.where(
+    in_band, choice, jnp.where(allowed.any(axis=1), nearest_in_band, nearest_to_band)
+  )
 
 
-def heuristic_step(state: HeuristicState, signal: jax.Array, targets: jax.Array, space: ActionSpace, *,
-                   effective: Optional[jax.Array] = None, gain: float = GAIN,
-                   tol: float = TOL) -> tuple[HeuristicState, jax.Array]:
+def heuristic_step(
+  state: HeuristicState,
+  signal: jax.Array,
+  targets: jax.Array,
+  space: ActionSpace,
+  *,
+  effective: Optional[jax.Array] = None,
+  gain: float = GAIN,
+  tol: float = TOL,
+) -> tuple[HeuristicState, jax.Array]:
   """One EMC/DAC decision per row. targets: [3] or [rows, 3] (κ*, ρ*, η*)."""
   rows = state.count.shape[0]
   signal = jnp.broadcast_to(jnp.asarray(signal, jnp.float32), (rows,))
@@ -82,24 +95,37 @@ def heuristic_step(state: HeuristicState, signal: jax.Array, targets: jax.Array,
   positions, values = [], []
   for axis, ax in enumerate(axis_levels(space)):
     levels = jnp.asarray(ax.sorted_values, jnp.float32)
-    pos = _choose_level(levels, targets[:, axis], state.sums[:, axis], state.count, state.left,
-                        signal, gain, tol)
+    pos = _choose_level(
+      levels, targets[:, axis], state.sums[:, axis], state.count, state.left, signal, gain, tol
+    )
     positions.append(jnp.asarray(ax.sorted_order, jnp.int32)[pos])
     values.append(levels[pos])
-  action = jnp.where(eff, space.index_from_levels(*positions), space.forced_dense_index).astype(jnp.int32)
+  action = jnp.where(eff, space.index_from_levels(*positions), space.forced_dense_index).astype(
+    jnp.int32
+  )
   e = eff.astype(jnp.float32)
-  new_state = HeuristicState(state.sums + e[:, None] * jnp.stack(values, axis=1),
-                             state.count + e, state.left - e)
+  new_state = HeuristicState(
+    state.sums + e[:, None] * jnp.stack(values, axis=1), state.count + e, state.left - e
+  )
   return new_state, action
 
 
 @functools.partial(jax.jit, static_argnums=0, static_argnames=("gain", "tol"))
-def heuristic_schedule(space: ActionSpace, targets: jax.Array, signals: jax.Array,
-                       effective: Optional[jax.Array] = None, **kwargs) -> jax.Array:
+def heuristic_schedule(
+  space: ActionSpace,
+  targets: jax.Array,
+  signals: jax.Array,
+  effective: Optional[jax.Array] = None,
+  **kwargs,
+) -> jax.Array:
   """Runs `heuristic_step` over precomputed signals [rows, T] (one block per row) -> [rows, T]."""
   signals = jnp.asarray(signals, jnp.float32)
   rows, steps = signals.shape
-  eff = jnp.ones((rows, steps), bool) if effective is None else jnp.broadcast_to(effective, (rows, steps))
+  eff = (
+    jnp.ones((rows, steps), bool)
+    if effective is None
+    else jnp.broadcast_to(effective, (rows, steps))
+  )
   state = init_state(rows, eff.sum(axis=1))
 
   def body(carry, xs):
@@ -114,7 +140,9 @@ def entropy_signal(logits: jax.Array, mix: float = 1.0) -> jax.Array:
   """EMC signal: mix·H/ln V + (1 − mix)·(1 − (p_top1 − p_top2)) over the last axis."""
   vocab = logits.shape[-1]
   if vocab < 2:
-    raise ValueError(f"entropy_signal needs a vocabulary of at least 2 tokens, got logits of shape {logits.shape}.")
+    raise ValueError(
+      f"entropy_signal needs a vocabulary of at least 2 tokens, got logits of shape {logits.shape}."
+    )
   logp = jax.nn.log_softmax(jnp.asarray(logits, jnp.float32), axis=-1)
   p = jnp.exp(logp)
   entropy = -jnp.sum(jnp.where(p > 0, p * logp, 0.0), axis=-1)
@@ -129,6 +157,8 @@ def drift_signal(h_prev: jax.Array, h_prev2: jax.Array, eps: float = 1e-8) -> ja
   """DAC signal: ½(1 − cos(h_{t−1}, h_{t−2})) over the last axis."""
   a = jnp.asarray(h_prev, jnp.float32)
   b = jnp.asarray(h_prev2, jnp.float32)
-  norms = jnp.maximum(jnp.linalg.norm(a, axis=-1), eps) * jnp.maximum(jnp.linalg.norm(b, axis=-1), eps)
+  norms = jnp.maximum(jnp.linalg.norm(a, axis=-1), eps) * jnp.maximum(
+    jnp.linalg.norm(b, axis=-1), eps
+  )
   cos = jnp.sum(a * b, axis=-1) / norms
   return jnp.clip(0.5 * (1.0 - cos), 0.0, 1.0)

@@ -9,6 +9,7 @@ random trial i replays the same seed `trial_seed(i)` on every split. A column
 may index a smaller grid (`Column.grid`, e.g. 3L) than the execution grid (e.g.
 FL) as long as its levels are in it: its actions are translated by value.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -32,13 +33,26 @@ def index_map(src: ActionSpace, dst: ActionSpace) -> np.ndarray:
   ValueError if some src level is not in dst (e.g. 3L -> FL works, FL -> 3L does not).
   """
   levels = zip(*src.levels_of(np.arange(src.num_actions)))
-  return np.asarray([dst.lookup(src.keep_fracs[i], src.prune_fracs[j], src.quant_bits[k])
-                     for i, j, k in levels], np.int32)
+  return np.asarray(
+    [dst.lookup(src.keep_fracs[i], src.prune_fracs[j], src.quant_bits[k]) for i, j, k in levels],
+    np.int32,
+  )
 
 
-def evaluate_plan(params, cfg: ModelConfig, space: ActionSpace, settings: ControlSettings,
-                  blocks: np.ndarray, columns: Sequence[Column], *, context_len: int, horizon: int,
-                  batch_size: int, progress: bool = True, desc: str = "schedules") -> list[ColumnResult]:
+def evaluate_plan(
+  params,
+  cfg: ModelConfig,
+  space: ActionSpace,
+  settings: ControlSettings,
+  blocks: np.ndarray,
+  columns: Sequence[Column],
+  *,
+  context_len: int,
+  horizon: int,
+  batch_size: int,
+  progress: bool = True,
+  desc: str = "schedules",
+) -> list[ColumnResult]:
   """All `columns` side by side over `blocks`, one harness call per batch."""
   if not columns:
     raise ValueError("evaluate_plan needs at least one column.")
@@ -65,8 +79,21 @@ def evaluate_plan(params, cfg: ModelConfig, space: ActionSpace, settings: Contro
       raise ValueError("all heuristic columns of one plan must choose on the same grid.")
     (grid,) = heuristic_grids
     provider = MixedProvider(grid, None if grid == space else tuple(int(i) for i in maps[grid]))
-    inputs = lambda _, rows: MixedInputs(static(rows), jnp.broadcast_to(targets, (rows,) + targets.shape),
-                                         kind)
-  return evaluate_columns(params, cfg, space, settings, blocks, context_len=context_len,
-                          horizon=horizon, batch_size=batch_size, names=[c.name for c in columns],
-                          batch_inputs=inputs, provider=provider, progress=progress, desc=desc)
+    inputs = lambda _, rows: MixedInputs(
+      static(rows), jnp.broadcast_to(targets, (rows,) + targets.shape), kind
+    )
+  return evaluate_columns(
+    params,
+    cfg,
+    space,
+    settings,
+    blocks,
+    context_len=context_len,
+    horizon=horizon,
+    batch_size=batch_size,
+    names=[c.name for c in columns],
+    batch_inputs=inputs,
+    provider=provider,
+    progress=progress,
+    desc=desc,
+  )

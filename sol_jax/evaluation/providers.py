@@ -18,6 +18,7 @@ before the first effective step, so "steps left" decremented on every step
 equals the block's effective steps left at each effective step (the count
 `heuristic_schedule` starts from).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,16 +40,32 @@ STATIC, EMC, DAC = 0, 1, 2
 
 def _check_targets(targets: jax.Array, batch: int, schedules: int) -> None:
   if targets.shape != (batch, schedules, 3):
-    raise ValueError(f"heuristic targets must have shape [B, K, 3] = {(batch, schedules, 3)} "
-                     f"(kappa, rho, eta=bits/16 per column), got {targets.shape}.")
+    raise ValueError(
+      f"heuristic targets must have shape [B, K, 3] = {(batch, schedules, 3)} "
+      f"(kappa, rho, eta=bits/16 per column), got {targets.shape}."
+    )
 
 
-def _heuristic_act(space: ActionSpace, state: HeuristicState, signal: jax.Array, targets: jax.Array,
-                   ctx: StepContext, gain: float, tol: float) -> tuple[jax.Array, HeuristicState]:
+def _heuristic_act(
+  space: ActionSpace,
+  state: HeuristicState,
+  signal: jax.Array,
+  targets: jax.Array,
+  ctx: StepContext,
+  gain: float,
+  tol: float,
+) -> tuple[jax.Array, HeuristicState]:
   """One EMC/DAC step over [B, K] rows -> (actions [B, K], state)."""
   b, k = signal.shape
-  new, action = heuristic_step(state, signal.reshape(b * k), targets.reshape(b * k, 3), space,
-                               effective=ctx.effective, gain=gain, tol=tol)
+  new, action = heuristic_step(
+    state,
+    signal.reshape(b * k),
+    targets.reshape(b * k, 3),
+    space,
+    effective=ctx.effective,
+    gain=gain,
+    tol=tol,
+  )
   # Count non-effective steps as spent too (see module docstring).
   new = new._replace(left=jnp.where(ctx.effective, new.left, new.left - 1.0))
   return action.reshape(b, k), new
@@ -57,6 +74,7 @@ def _heuristic_act(space: ActionSpace, state: HeuristicState, signal: jax.Array,
 @dataclasses.dataclass(frozen=True)
 class HeuristicProvider:
   """EMC (entropy signal) or DAC (hidden-state drift signal) in every column."""
+
   kind: str
   space: ActionSpace
   gain: float = GAIN
@@ -86,15 +104,19 @@ class HeuristicProvider:
     return state
 
 
-def heuristic_columns(kind: str, targets: Sequence[Sequence[float]],
-                      space: Optional[ActionSpace] = None) -> list[Column]:
+def heuristic_columns(
+  kind: str, targets: Sequence[Sequence[float]], space: Optional[ActionSpace] = None
+) -> list[Column]:
   """EMC or DAC at each target triple, choosing on `space` (None: the execution grid)."""
-  return [Column(f"{kind} {targets_label(t)}", kind, targets=tuple(float(x) for x in t), grid=space)
-          for t in targets]
+  return [
+    Column(f"{kind} {targets_label(t)}", kind, targets=tuple(float(x) for x in t), grid=space)
+    for t in targets
+  ]
 
 
 class MixedInputs(NamedTuple):
   """Per-column inputs of `MixedProvider`."""
+
   actions: jax.Array  # [B, K, T] int32 static schedule (ignored in heuristic columns)
   targets: jax.Array  # [B, K, 3] heuristic targets (ignored in static columns)
   kind: jax.Array  # [K] int32: STATIC, EMC or DAC
@@ -109,6 +131,7 @@ class MixedProvider:
   choices are translated, so e.g. 3L heuristics run beside FL constants.
   Static schedules are given in execution-grid indices.
   """
+
   space: ActionSpace
   index_map: Optional[tuple[int, ...]] = None
   gain: float = GAIN
@@ -119,16 +142,19 @@ class MixedProvider:
   def init(self, inputs: MixedInputs, batch: int, schedules: int, horizon: int) -> HeuristicState:
     _check_targets(inputs.targets, batch, schedules)
     if inputs.kind.shape != (schedules,) or inputs.actions.shape != (batch, schedules, horizon):
-      raise ValueError(f"MixedInputs: kind must be [K] = {(schedules,)} and actions [B, K, T] = "
-                       f"{(batch, schedules, horizon)}; got {inputs.kind.shape} and "
-                       f"{inputs.actions.shape}.")
+      raise ValueError(
+        f"MixedInputs: kind must be [K] = {(schedules,)} and actions [B, K, T] = "
+        f"{(batch, schedules, horizon)}; got {inputs.kind.shape} and "
+        f"{inputs.actions.shape}."
+      )
     return init_state(batch * schedules, horizon)
 
   def act(self, inputs: MixedInputs, state, ctx: StepContext):
     kind = inputs.kind[None, :]
     signal = jnp.where(kind == EMC, ctx.entropy, ctx.drift)
-    heuristic, state = _heuristic_act(self.space, state, signal, inputs.targets, ctx, self.gain,
-                                      self.tol)
+    heuristic, state = _heuristic_act(
+      self.space, state, signal, inputs.targets, ctx, self.gain, self.tol
+    )
     if self.index_map is not None:
       heuristic = jnp.asarray(self.index_map, jnp.int32)[heuristic]
     static = jnp.take(inputs.actions, ctx.t, axis=2).astype(jnp.int32)

@@ -13,6 +13,7 @@ lowest PPL on the very blocks it reports (an oracle). `best_of_n` selects on a
 separate selection split and reports the selected trial on the report split,
 with the oracle number beside it; we report both.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -73,34 +74,66 @@ class RandomScheduler:
     return np.where(eff, actions, self.space.forced_dense_index).astype(np.int32)
 
 
-def random_schedules(space: ActionSpace, targets: Sequence[float], rows: int, steps: int, seed: int,
-                     effective: Optional[np.ndarray] = None) -> np.ndarray:
+def random_schedules(
+  space: ActionSpace,
+  targets: Sequence[float],
+  rows: int,
+  steps: int,
+  seed: int,
+  effective: Optional[np.ndarray] = None,
+) -> np.ndarray:
   """One batch of random matched-budget schedules, [rows, steps] int32."""
   return RandomScheduler(space, targets, seed).next_batch(rows, steps, effective)
 
 
-def random_columns(space: ActionSpace, targets: Sequence[float], trials: int,
-                   base_seed: int = BASE_SEED, prefix: Optional[str] = None) -> list[Column]:
+def random_columns(
+  space: ActionSpace,
+  targets: Sequence[float],
+  trials: int,
+  base_seed: int = BASE_SEED,
+  prefix: Optional[str] = None,
+) -> list[Column]:
   """N random matched-budget trials; trial i is seeded `trial_seed(i, base_seed)`."""
   if trials < 1:
     raise ValueError(f"random trials must be >= 1, got {trials}.")
   prefix = prefix or f"random {targets_label(targets)}"
-  return [Column(f"{prefix} trial {i}",
-                 make=lambda i=i: RandomScheduler(space, targets, trial_seed(i, base_seed)), grid=space)
-          for i in range(trials)]
+  return [
+    Column(
+      f"{prefix} trial {i}",
+      make=lambda i=i: RandomScheduler(space, targets, trial_seed(i, base_seed)),
+      grid=space,
+    )
+    for i in range(trials)
+  ]
 
 
-def random_trials(params, cfg: ModelConfig, space: ActionSpace, settings: ControlSettings,
-                  blocks: np.ndarray, targets: Sequence[float], trials: int,
-                  base_seed: int = BASE_SEED, **kwargs) -> list[ColumnResult]:
+def random_trials(
+  params,
+  cfg: ModelConfig,
+  space: ActionSpace,
+  settings: ControlSettings,
+  blocks: np.ndarray,
+  targets: Sequence[float],
+  trials: int,
+  base_seed: int = BASE_SEED,
+  **kwargs,
+) -> list[ColumnResult]:
   """N random trials at one budget as N columns of one run (kwargs go to `evaluate_plan`)."""
-  return evaluate_plan(params, cfg, space, settings, blocks,
-                       random_columns(space, targets, trials, base_seed), **kwargs)
+  return evaluate_plan(
+    params,
+    cfg,
+    space,
+    settings,
+    blocks,
+    random_columns(space, targets, trials, base_seed),
+    **kwargs,
+  )
 
 
 @dataclasses.dataclass
 class BestOfN:
   """Best-of-N random: selected on one split, reported on another, oracle beside it."""
+
   trials: int
   selected: int  # trial index with the lowest selection-split PPL
   selected_select_ppl: float
@@ -116,19 +149,34 @@ class BestOfN:
     return dataclasses.asdict(self)
 
 
-def best_of_n(select_results: Sequence[Union[ColumnResult, float]],
-              report_results: Sequence[Union[ColumnResult, float]]) -> BestOfN:
+def best_of_n(
+  select_results: Sequence[Union[ColumnResult, float]],
+  report_results: Sequence[Union[ColumnResult, float]],
+) -> BestOfN:
   """Trial i of both lists must be the same schedule seed (e.g. `random_trials` on two splits)."""
   if not select_results or len(select_results) != len(report_results):
-    raise ValueError(f"best_of_n needs the same non-zero number of trials on both splits, got "
-                     f"{len(select_results)} selection and {len(report_results)} report results.")
+    raise ValueError(
+      f"best_of_n needs the same non-zero number of trials on both splits, got "
+      f"{len(select_results)} selection and {len(report_results)} report results."
+    )
   for s, r in zip(select_results, report_results):
     if isinstance(s, ColumnResult) and isinstance(r, ColumnResult) and s.name != r.name:
-      raise ValueError(f"trial mismatch: selection {s.name!r} vs report {r.name!r}; pass the "
-                       "same trials in the same order on both splits.")
+      raise ValueError(
+        f"trial mismatch: selection {s.name!r} vs report {r.name!r}; pass the "
+        "same trials in the same order on both splits."
+      )
   sel = [float(getattr(x, "ppl", x)) for x in select_results]
   rep = [float(getattr(x, "ppl", x)) for x in report_results]
   i, j = int(np.argmin(sel)), int(np.argmin(rep))
-  return BestOfN(trials=len(rep), selected=i, selected_select_ppl=sel[i], selected_ppl=rep[i],
-                 oracle=j, oracle_ppl=rep[j], mean_ppl=statistics.fmean(rep),
-                 median_ppl=statistics.median(rep), min_ppl=min(rep), max_ppl=max(rep))
+  return BestOfN(
+    trials=len(rep),
+    selected=i,
+    selected_select_ppl=sel[i],
+    selected_ppl=rep[i],
+    oracle=j,
+    oracle_ppl=rep[j],
+    mean_ppl=statistics.fmean(rep),
+    median_ppl=statistics.median(rep),
+    min_ppl=min(rep),
+    max_ppl=max(rep),
+  )

@@ -5,6 +5,7 @@ allocator, a random trial, a heuristic...): `Column` describes it, and
 `ColumnResult` holds its PPL and realized budgets. Each column's PPL pools all
 its scored tokens; its budgets pool all its effective steps (method §7, §12.1).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,7 +23,6 @@ from sol_jax.evaluation.harness import StaticSchedule, run_controlled
 from sol_jax.evaluation.perplexity import batches
 from sol_jax.models.config import ModelConfig
 
-
 COLUMN_KINDS = ("static", "emc", "dac")
 
 
@@ -33,6 +33,7 @@ class Column:
   Built by `constant_columns`, `fixed_columns`, `random_columns` and
   `heuristic_columns`; run side by side by `plan.evaluate_plan`.
   """
+
   name: str
   kind: str = "static"  # one of COLUMN_KINDS
   make: Optional[Callable[[], object]] = None  # -> generator with .next_batch(rows, T, eff)
@@ -43,7 +44,9 @@ class Column:
     if self.kind not in COLUMN_KINDS:
       raise ValueError(f"column {self.name!r}: kind {self.kind!r}; use one of {COLUMN_KINDS}.")
     if (self.kind == "static") != (self.make is not None):
-      raise ValueError(f"column {self.name!r}: static columns need `make`, heuristic ones must not.")
+      raise ValueError(
+        f"column {self.name!r}: static columns need `make`, heuristic ones must not."
+      )
 
 
 @dataclasses.dataclass
@@ -62,21 +65,45 @@ class ColumnResult:
     return {k: v for k, v in dataclasses.asdict(self).items() if k != "nll_per_block"}
 
 
-def evaluate_columns(params, cfg: ModelConfig, space: ActionSpace, settings: ControlSettings,
-                     blocks: np.ndarray, *, context_len: int, horizon: int, batch_size: int,
-                     names: Sequence[str], batch_inputs: Callable[[int, int], object],
-                     provider=StaticSchedule(), progress: bool = True,
-                     desc: str = "schedules") -> list[ColumnResult]:
+def evaluate_columns(
+  params,
+  cfg: ModelConfig,
+  space: ActionSpace,
+  settings: ControlSettings,
+  blocks: np.ndarray,
+  *,
+  context_len: int,
+  horizon: int,
+  batch_size: int,
+  names: Sequence[str],
+  batch_inputs: Callable[[int, int], object],
+  provider=None,
+  progress: bool = True,
+  desc: str = "schedules",
+) -> list[ColumnResult]:
   """Runs every batch of blocks with K = len(names) schedule columns.
 
   batch_inputs(batch_index, rows) -> the provider's inputs for that batch.
+  provider: None runs the precomputed schedules of `batch_inputs` (StaticSchedule).
   """
+  provider = StaticSchedule() if provider is None else provider
   k = len(names)
   nll, actions, effective = [], [], None
-  for i, batch in enumerate(tqdm(list(batches(blocks, batch_size)), desc=desc, disable=not progress)):
-    out = run_controlled(params, jnp.asarray(batch), batch_inputs(i, len(batch)), cfg=cfg,
-                         space=space, settings=settings, provider=provider,
-                         context_len=context_len, horizon=horizon, schedules=k)
+  for i, batch in enumerate(
+    tqdm(list(batches(blocks, batch_size)), desc=desc, disable=not progress)
+  ):
+    out = run_controlled(
+      params,
+      jnp.asarray(batch),
+      batch_inputs(i, len(batch)),
+      cfg=cfg,
+      space=space,
+      settings=settings,
+      provider=provider,
+      context_len=context_len,
+      horizon=horizon,
+      schedules=k,
+    )
     nll.append(np.asarray(out.nll))
     actions.append(np.asarray(out.actions))
     effective = np.asarray(out.effective)
@@ -87,11 +114,21 @@ def evaluate_columns(params, cfg: ModelConfig, space: ActionSpace, settings: Con
     acts = actions[:, j]
     real = {key: float(v) for key, v in budget.pooled_realized(acts, effective, space).items()}
     rel = float(flops.schedule_relative_flops(cfg, space, acts, kv_len))
-    results.append(ColumnResult(
-        name=name, ppl=math.exp(float(nll[:, j].mean(dtype=np.float64))), tokens=int(nll[:, j].size),
-        net_keep=float(budget.net_keep(real["avg_keep_effective"], real["avg_prune_keep"],
-                                       real["avg_quant_ratio"])),
-        relative_flops=rel, nll_per_block=nll[:, j].mean(-1), **real))
+    results.append(
+      ColumnResult(
+        name=name,
+        ppl=math.exp(float(nll[:, j].mean(dtype=np.float64))),
+        tokens=int(nll[:, j].size),
+        net_keep=float(
+          budget.net_keep(
+            real["avg_keep_effective"], real["avg_prune_keep"], real["avg_quant_ratio"]
+          )
+        ),
+        relative_flops=rel,
+        nll_per_block=nll[:, j].mean(-1),
+        **real,
+      )
+    )
   return results
 
 
@@ -101,15 +138,18 @@ def effective_steps(context_len: int, horizon: int, settings: ControlSettings) -
   return np.asarray(is_effective(kv_len, settings.sink_tokens, settings.window_tokens))
 
 
-def static_inputs(generators: Sequence, horizon: int,
-                  effective: Optional[np.ndarray] = None) -> Callable[[int, int], jnp.ndarray]:
+def static_inputs(
+  generators: Sequence, horizon: int, effective: Optional[np.ndarray] = None
+) -> Callable[[int, int], jnp.ndarray]:
   """Stacks K schedule generators into [B, K, T] inputs.
 
   Every generator has `.next_batch(rows, T, effective)`; `effective` [T] says
   which steps may compress, so Fixed / Random spend their budget only there.
   """
-  def inputs(_, rows):
-    return jnp.asarray(np.stack([g.next_batch(rows, horizon, effective) for g in generators],
-                                axis=1))
-  return inputs
 
+  def inputs(_, rows):
+    return jnp.asarray(
+      np.stack([g.next_batch(rows, horizon, effective) for g in generators], axis=1)
+    )
+
+  return inputs

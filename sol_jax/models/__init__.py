@@ -5,6 +5,7 @@
 - `prefill` / `decode_step`: the two modes of `Llama`, over an explicit
   `PrefixCache` (shared prefix) and `SuffixCache` (each schedule's own steps).
 """
+
 from sol_jax.models.cache import PrefixCache, SuffixCache, init_schedule_suffix, init_suffix
 from sol_jax.models.config import ModelConfig
 from sol_jax.models.llama import Llama, decode_step, embed_tokens, init_params, prefill
@@ -12,7 +13,18 @@ from sol_jax.models.registry import REGISTRY, load_model, resolve
 from sol_jax.models.tokenizer import load_tokenizer
 
 __all__ = [
-    "REGISTRY", "load_model", "load_tokenizer", "resolve",
-    "Llama", "ModelConfig", "decode_step", "embed_tokens", "init_params", "prefill",
-    "PrefixCache", "SuffixCache", "init_schedule_suffix", "init_suffix",
+  "REGISTRY",
+  "load_model",
+  "load_tokenizer",
+  "resolve",
+  "Llama",
+  "ModelConfig",
+  "decode_step",
+  "embed_tokens",
+  "init_params",
+  "prefill",
+  "PrefixCache",
+  "SuffixCache",
+  "init_schedule_suffix",
+  "init_suffix",
 ]

@@ -8,6 +8,7 @@ contiguous [S, dh] panels (no per-step transpose of the prefix).
   K schedules of an input are a `vmap` over a schedule axis of the suffix only,
   so memory grows with B*C + B*K*T, never B*K*C.
 """
+
 from __future__ import annotations
 
 import flax.struct
@@ -49,7 +50,9 @@ def suffix_schedule_axes(suffix: SuffixCache, axis: int = 0) -> SuffixCache:
   return SuffixCache(k=axis, v=axis, length=None)
 
 
-def init_schedule_suffix(cfg: ModelConfig, batch: int, schedules: int, capacity: int) -> SuffixCache:
+def init_schedule_suffix(
+  cfg: ModelConfig, batch: int, schedules: int, capacity: int
+) -> SuffixCache:
   """Suffix for B inputs x K schedules: k/v [K, L, B, Hkv, T, dh] (schedule axis 0).
 
   Schedule-major because `vmap` keeps a batched operand's mapped axis in front:

@@ -5,6 +5,7 @@ names in HF layout ([out, in] for projections) and let `assemble` check the
 shapes, transpose to Flax's [in, out] kernels and stack the layers on a
 leading axis for `nn.scan`.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Dict, Iterable, Tuple
@@ -18,15 +19,15 @@ SUPPORTED_DTYPES = ("float32", "bfloat16")
 
 # Per-layer HF suffix -> (Flax sub-tree path, is a Dense kernel to transpose).
 _LAYER_TENSORS = {
-    "input_layernorm.weight": (("attn_norm", "scale"), False),
-    "self_attn.q_proj.weight": (("attn", "q_proj", "kernel"), True),
-    "self_attn.k_proj.weight": (("attn", "k_proj", "kernel"), True),
-    "self_attn.v_proj.weight": (("attn", "v_proj", "kernel"), True),
-    "self_attn.o_proj.weight": (("attn", "o_proj", "kernel"), True),
-    "post_attention_layernorm.weight": (("mlp_norm", "scale"), False),
-    "mlp.gate_proj.weight": (("mlp", "gate_proj", "kernel"), True),
-    "mlp.up_proj.weight": (("mlp", "up_proj", "kernel"), True),
-    "mlp.down_proj.weight": (("mlp", "down_proj", "kernel"), True),
+  "input_layernorm.weight": (("attn_norm", "scale"), False),
+  "self_attn.q_proj.weight": (("attn", "q_proj", "kernel"), True),
+  "self_attn.k_proj.weight": (("attn", "k_proj", "kernel"), True),
+  "self_attn.v_proj.weight": (("attn", "v_proj", "kernel"), True),
+  "self_attn.o_proj.weight": (("attn", "o_proj", "kernel"), True),
+  "post_attention_layernorm.weight": (("mlp_norm", "scale"), False),
+  "mlp.gate_proj.weight": (("mlp", "gate_proj", "kernel"), True),
+  "mlp.up_proj.weight": (("mlp", "up_proj", "kernel"), True),
+  "mlp.down_proj.weight": (("mlp", "down_proj", "kernel"), True),
 }
 EMBED = "model.embed_tokens.weight"
 FINAL_NORM = "model.norm.weight"
@@ -49,15 +50,15 @@ def hf_shapes(cfg: ModelConfig) -> Dict[str, Tuple[int, ...]]:
   d, f, v = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
   q, kv = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
   per_layer = {
-      "input_layernorm.weight": (d,),
-      "self_attn.q_proj.weight": (q, d),
-      "self_attn.k_proj.weight": (kv, d),
-      "self_attn.v_proj.weight": (kv, d),
-      "self_attn.o_proj.weight": (d, q),
-      "post_attention_layernorm.weight": (d,),
-      "mlp.gate_proj.weight": (f, d),
-      "mlp.up_proj.weight": (f, d),
-      "mlp.down_proj.weight": (d, f),
+    "input_layernorm.weight": (d,),
+    "self_attn.q_proj.weight": (q, d),
+    "self_attn.k_proj.weight": (kv, d),
+    "self_attn.v_proj.weight": (kv, d),
+    "self_attn.o_proj.weight": (d, q),
+    "post_attention_layernorm.weight": (d,),
+    "mlp.gate_proj.weight": (f, d),
+    "mlp.up_proj.weight": (f, d),
+    "mlp.down_proj.weight": (d, f),
   }
   shapes = {EMBED: (v, d), FINAL_NORM: (d,)}
   for i in range(cfg.num_layers):
@@ -67,8 +68,12 @@ def hf_shapes(cfg: ModelConfig) -> Dict[str, Tuple[int, ...]]:
   return shapes
 
 
-def check_names(cfg: ModelConfig, available: Iterable[str], source: str,
-                ignore: Callable[[str], bool] = lambda n: False) -> None:
+def check_names(
+  cfg: ModelConfig,
+  available: Iterable[str],
+  source: str,
+  ignore: Callable[[str], bool] = lambda n: False,
+) -> None:
   """Raises one ValueError listing missing and unexpected tensors."""
   expected = set(hf_shapes(cfg))
   available = set(available)
@@ -81,9 +86,10 @@ def check_names(cfg: ModelConfig, available: Iterable[str], source: str,
     if extra:
       parts.append(f"unexpected tensors {extra[:8]}{' ...' if len(extra) > 8 else ''}")
     raise ValueError(
-        f"{source}: {'; '.join(parts)}. The checkpoint does not match a Llama with "
-        f"{cfg.num_layers} layers, tie_word_embeddings={cfg.tie_word_embeddings}; check "
-        "that the config belongs to these weights.")
+      f"{source}: {'; '.join(parts)}. The checkpoint does not match a Llama with "
+      f"{cfg.num_layers} layers, tie_word_embeddings={cfg.tie_word_embeddings}; check "
+      "that the config belongs to these weights."
+    )
 
 
 def assemble(cfg: ModelConfig, get: Getter, where: Locator, dtype: str = "float32") -> dict:
@@ -95,13 +101,14 @@ def assemble(cfg: ModelConfig, get: Getter, where: Locator, dtype: str = "float3
     arr = np.asarray(get(name))
     if tuple(arr.shape) != shapes[name]:
       raise ValueError(
-          f"tensor {name!r} in {where(name)} has shape {tuple(arr.shape)}, expected "
-          f"{shapes[name]} from the model config; the config and weights disagree.")
+        f"tensor {name!r} in {where(name)} has shape {tuple(arr.shape)}, expected "
+        f"{shapes[name]} from the model config; the config and weights disagree."
+      )
     return arr
 
   params = {
-      "embed": {"embedding": fetch(EMBED).astype(np_dtype)},
-      "final_norm": {"scale": fetch(FINAL_NORM).astype(np_dtype)},
+    "embed": {"embedding": fetch(EMBED).astype(np_dtype)},
+    "final_norm": {"scale": fetch(FINAL_NORM).astype(np_dtype)},
   }
   if not cfg.tie_word_embeddings:
     params["lm_head"] = {"kernel": fetch(LM_HEAD).T.astype(np_dtype)}

@@ -1,4 +1,5 @@
 """The frozen Llama's architecture, read from a Hugging Face or GGUF config."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,8 +45,9 @@ class ModelConfig:
     arch = hf.get("model_type", "llama")
     if arch != "llama":
       raise ValueError(
-          f"unsupported architecture model_type={arch!r}: sol_jax implements the "
-          "Llama family only (model_type 'llama').")
+        f"unsupported architecture model_type={arch!r}: sol_jax implements the "
+        "Llama family only (model_type 'llama')."
+      )
     for flag in ("attention_bias", "mlp_bias"):
       if hf.get(flag):
         raise ValueError(f"unsupported Llama option {flag}=True: sol_jax's Llama has no biases.")
@@ -72,17 +74,17 @@ class ModelConfig:
         keep = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
         scaling = tuple((k, float(scaling[k])) for k in keep)
     return cls(
-        vocab_size=hf["vocab_size"],
-        hidden_size=hf["hidden_size"],
-        intermediate_size=hf["intermediate_size"],
-        num_layers=hf["num_hidden_layers"],
-        num_heads=heads,
-        num_kv_heads=hf.get("num_key_value_heads") or heads,
-        head_dim=head_dim,
-        rms_norm_eps=float(hf.get("rms_norm_eps", 1e-5)),
-        rope_theta=float(theta),
-        rope_scaling=scaling,
-        tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
-        max_position_embeddings=int(hf.get("max_position_embeddings", 2048)),
-        dtype=dtype,
+      vocab_size=hf["vocab_size"],
+      hidden_size=hf["hidden_size"],
+      intermediate_size=hf["intermediate_size"],
+      num_layers=hf["num_hidden_layers"],
+      num_heads=heads,
+      num_kv_heads=hf.get("num_key_value_heads") or heads,
+      head_dim=head_dim,
+      rms_norm_eps=float(hf.get("rms_norm_eps", 1e-5)),
+      rope_theta=float(theta),
+      rope_scaling=scaling,
+      tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+      max_position_embeddings=int(hf.get("max_position_embeddings", 2048)),
+      dtype=dtype,
     )

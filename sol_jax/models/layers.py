@@ -4,6 +4,7 @@ Numerics follow transformers' eager Llama so that fp32 parity holds to ~1e-6:
 RMSNorm and softmax run in fp32, RoPE angles are computed in fp32 and cast to
 the activation dtype before rotating.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,7 +34,9 @@ class RMSNorm(nn.Module):
 def rope_inverse_frequencies(cfg: ModelConfig) -> np.ndarray:
   """Per-pair inverse frequencies, with Llama-3 `rope_scaling` applied."""
   dim = cfg.head_dim
-  inv_freq = 1.0 / (cfg.rope_theta ** (np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / dim))
+  inv_freq = 1.0 / (
+    cfg.rope_theta ** (np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / dim)
+  )
   scaling = cfg.rope_scaling_dict
   if scaling is None:
     return inv_freq.astype(np.float32)
@@ -72,6 +75,7 @@ def dense(features: int, name: str, dtype):
 
 class MLP(nn.Module):
   """SwiGLU MLP. `input_fn`/`output_fn` are the efficiency hooks (identity if None)."""
+
   cfg: ModelConfig
 
   @nn.compact

@@ -19,6 +19,7 @@ Einsum letters (one convention across sol_jax): b batch rows, h heads (KV
 heads under GQA), g query heads per KV head, q query positions, k key
 positions, d head dim, m model width, p Quest pages.
 """
+
 from __future__ import annotations
 
 import functools
@@ -73,7 +74,7 @@ class Attention(nn.Module):
     score tiles stay in cache (measured 2.3x faster at C=512 on CPU).
     """
     q, k, v = self.qkv(x, positions)
-    scale = self.cfg.head_dim ** -0.5
+    scale = self.cfg.head_dim**-0.5
     s = x.shape[1]
     ctx = []
     for lo in range(0, s, PREFILL_QUERY_CHUNK):
@@ -97,7 +98,7 @@ def _decode_attention(attn: Attention, x, t, prefix_k, prefix_v, suffix, layer, 
   layer_k = jax.lax.dynamic_index_in_dim(sk, layer, 0, keepdims=False)
   layer_v = jax.lax.dynamic_index_in_dim(sv, layer, 0, keepdims=False)
   q = q[:, :, :, 0]  # [B, Hkv, g, dh]
-  scale = c.head_dim ** -0.5
+  scale = c.head_dim**-0.5
   scores_p = jnp.einsum("bhgd,bhkd->bhgk", q, prefix_k) * scale
   scores_s = jnp.einsum("bhgd,bhkd->bhgk", q, layer_k) * scale
   valid_s = (jnp.arange(layer_k.shape[2]) <= t)[None, None, None, :]
@@ -107,16 +108,19 @@ def _decode_attention(attn: Attention, x, t, prefix_k, prefix_v, suffix, layer, 
     sel_p, sel_s = controls.attention_keep(aux, q, scores_p, scores_s, layer_k, t)
     keep_p, keep_s = keep_p & sel_p, keep_s & sel_s
   scores = jnp.concatenate([scores_p, scores_s], axis=-1)
-  keep = jnp.concatenate([jnp.broadcast_to(keep_p, scores_p.shape),
-                          jnp.broadcast_to(keep_s, scores_s.shape)], axis=-1)
+  keep = jnp.concatenate(
+    [jnp.broadcast_to(keep_p, scores_p.shape), jnp.broadcast_to(keep_s, scores_s.shape)], axis=-1
+  )
   probs = layers.masked_softmax(scores, keep).astype(prefix_v.dtype)
-  ctx = (jnp.einsum("bhgk,bhkd->bhgd", probs[..., :prefix_len], prefix_v)
-         + jnp.einsum("bhgk,bhkd->bhgd", probs[..., prefix_len:], layer_v))
+  ctx = jnp.einsum("bhgk,bhkd->bhgd", probs[..., :prefix_len], prefix_v) + jnp.einsum(
+    "bhgk,bhkd->bhgd", probs[..., prefix_len:], layer_v
+  )
   return attn.out(ctx[:, :, :, None]), (sk, sv)
 
 
 class Block(nn.Module):
   """Pre-norm decoder layer; the scan body over layers."""
+
   cfg: ModelConfig
   mode: str  # "prefill" | "decode"
 
@@ -136,8 +140,9 @@ class Block(nn.Module):
     x, suffix, layer = carry
     prefix_k, prefix_v, aux = xs
     t, controls = broadcast
-    h, suffix = _decode_attention(attn, attn_norm(x), t, prefix_k, prefix_v, suffix, layer,
-                                  aux, controls)
+    h, suffix = _decode_attention(
+      attn, attn_norm(x), t, prefix_k, prefix_v, suffix, layer, aux, controls
+    )
     x = x + h
     hooks = (None, None) if controls is None else (controls.mlp_input, controls.mlp_output)
     x = x + mlp(mlp_norm(x), *hooks)
@@ -150,11 +155,16 @@ class Llama(nn.Module):
 
   def setup(self):
     c = self.cfg
-    self.embed = nn.Embed(c.vocab_size, c.hidden_size, dtype=c.compute_dtype,
-                          param_dtype=jnp.float32, name="embed")
+    self.embed = nn.Embed(
+      c.vocab_size, c.hidden_size, dtype=c.compute_dtype, param_dtype=jnp.float32, name="embed"
+    )
     self.layers = nn.scan(
-        Block, variable_axes={"params": 0}, split_rngs={"params": True},
-        in_axes=(0, nn.broadcast), length=c.num_layers)(c, self.mode, name="layers")
+      Block,
+      variable_axes={"params": 0},
+      split_rngs={"params": True},
+      in_axes=(0, nn.broadcast),
+      length=c.num_layers,
+    )(c, self.mode, name="layers")
     self.final_norm = layers.RMSNorm(c.rms_norm_eps, c.compute_dtype, name="final_norm")
     if not c.tie_word_embeddings:
       self.lm_head = layers.dense(c.vocab_size, "lm_head", c.compute_dtype)
@@ -174,12 +184,16 @@ class Llama(nn.Module):
     dummy_xs = jnp.zeros((self.cfg.num_layers,), jnp.int32)
     x, (k, v) = self.layers(x, dummy_xs, positions)
     hidden = self.final_norm(x)
-    out = {"all": lambda: self.logits(hidden), "last": lambda: self.logits(hidden[:, -1]),
-           "none": lambda: None}[logits]()
+    out = {
+      "all": lambda: self.logits(hidden),
+      "last": lambda: self.logits(hidden[:, -1]),
+      "none": lambda: None,
+    }[logits]()
     return out, hidden, PrefixCache(k=k, v=v)
 
-  def decode(self, tokens, prefix: PrefixCache, suffix: SuffixCache, prefix_aux=None,
-             controls=None):
+  def decode(
+    self, tokens, prefix: PrefixCache, suffix: SuffixCache, prefix_aux=None, controls=None
+  ):
     t = suffix.length
     x = self.embed(tokens)[:, None]  # [B, 1, D]
     xs = (prefix.k, prefix.v, prefix_aux)
@@ -190,6 +204,7 @@ class Llama(nn.Module):
 
 
 # ---- functional API ---------------------------------------------------------
+
 
 def init_params(cfg: ModelConfig, rng, seq_len: int = 8):
   tokens = jnp.zeros((1, seq_len), jnp.int32)
@@ -202,11 +217,19 @@ def prefill(params, cfg: ModelConfig, tokens, logits: str = "all"):
   return Llama(cfg, "prefill").apply({"params": params}, tokens, logits=logits)
 
 
-def decode_step(params, cfg: ModelConfig, tokens, prefix: PrefixCache, suffix: SuffixCache,
-                prefix_aux: Any = None, controls: Optional[Any] = None):
+def decode_step(
+  params,
+  cfg: ModelConfig,
+  tokens,
+  prefix: PrefixCache,
+  suffix: SuffixCache,
+  prefix_aux: Any = None,
+  controls: Optional[Any] = None,
+):
   """One decode token per row (not jitted: callers jit/scan/vmap around it)."""
-  return Llama(cfg, "decode").apply({"params": params}, tokens, prefix, suffix, prefix_aux,
-                                    controls)
+  return Llama(cfg, "decode").apply(
+    {"params": params}, tokens, prefix, suffix, prefix_aux, controls
+  )
 
 
 def embed_tokens(params, tokens):

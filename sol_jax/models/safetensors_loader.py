@@ -1,4 +1,5 @@
 """Loads a Hugging Face Llama checkpoint (config.json + safetensors) into sol_jax."""
+
 from __future__ import annotations
 
 import contextlib
@@ -27,13 +28,15 @@ def is_hub_id(source: str) -> bool:
 def download(repo_id: str) -> str:
   """Fetches config, safetensors and tokenizer of a Hub model; returns the local dir."""
   from huggingface_hub import snapshot_download  # only needed off the local path
+
   try:
     return snapshot_download(repo_id, allow_patterns=list(HUB_PATTERNS))
   except Exception as e:  # network, auth (gated models) or missing repo
     raise FileNotFoundError(
-        f"{repo_id!r} is not a local path and downloading it from the Hugging Face Hub "
-        f"failed ({type(e).__name__}: {e}). Pass a local checkpoint directory, or check "
-        "the network / run `huggingface-cli login` for gated models.") from e
+      f"{repo_id!r} is not a local path and downloading it from the Hugging Face Hub "
+      f"failed ({type(e).__name__}: {e}). Pass a local checkpoint directory, or check "
+      "the network / run `huggingface-cli login` for gated models."
+    ) from e
 
 
 def resolve_dir(source: str) -> str:
@@ -43,16 +46,18 @@ def resolve_dir(source: str) -> str:
   if is_hub_id(source):
     return download(source)
   raise FileNotFoundError(
-      f"checkpoint directory {source!r} does not exist (and is not a Hub id like "
-      "'owner/name'); pass a directory with config.json and model*.safetensors.")
+    f"checkpoint directory {source!r} does not exist (and is not a Hub id like "
+    "'owner/name'); pass a directory with config.json and model*.safetensors."
+  )
 
 
 def read_config(ckpt_dir: str, dtype: str = "float32") -> ModelConfig:
   path = os.path.join(ckpt_dir, "config.json")
   if not os.path.isfile(path):
     raise FileNotFoundError(
-        f"{path} not found: a Hugging Face checkpoint directory needs config.json "
-        "next to its safetensors files.")
+      f"{path} not found: a Hugging Face checkpoint directory needs config.json "
+      "next to its safetensors files."
+    )
   with open(path) as f:
     return ModelConfig.from_hf(json.load(f), dtype=dtype)
 
@@ -71,8 +76,9 @@ def weight_map(ckpt_dir: str) -> Dict[str, str]:
     with safe_open(single, framework="np") as f:
       return {name: SINGLE_FILE for name in f.keys()}
   raise FileNotFoundError(
-      f"no {SINGLE_FILE} or {INDEX_FILE} in {ckpt_dir}; save the model with "
-      "save_pretrained(..., safe_serialization=True).")
+    f"no {SINGLE_FILE} or {INDEX_FILE} in {ckpt_dir}; save the model with "
+    "save_pretrained(..., safe_serialization=True)."
+  )
 
 
 def _ignored(cfg: ModelConfig):
@@ -81,6 +87,7 @@ def _ignored(cfg: ModelConfig):
     if name == checkpoint_layout.LM_HEAD and cfg.tie_word_embeddings:
       return True
     return name.endswith("rotary_emb.inv_freq")
+
   return ignore
 
 
@@ -97,9 +104,13 @@ def load_safetensors(source: str, dtype: str = "float32") -> Tuple[ModelConfig, 
       path = os.path.join(ckpt_dir, fname)
       if not os.path.isfile(path):
         raise FileNotFoundError(
-            f"shard {path} listed in {INDEX_FILE} is missing; re-download the checkpoint.")
+          f"shard {path} listed in {INDEX_FILE} is missing; re-download the checkpoint."
+        )
       handles[fname] = stack.enter_context(safe_open(path, framework="np"))
     params = checkpoint_layout.assemble(
-        cfg, get=lambda n: handles[files[n]].get_tensor(n),
-        where=lambda n: os.path.join(ckpt_dir, files[n]), dtype=dtype)
+      cfg,
+      get=lambda n: handles[files[n]].get_tensor(n),
+      where=lambda n: os.path.join(ckpt_dir, files[n]),
+      dtype=dtype,
+    )
   return cfg, params

@@ -1,4 +1,5 @@
 """Tokenizer for any model source, through `transformers.AutoTokenizer`."""
+
 from __future__ import annotations
 
 import os

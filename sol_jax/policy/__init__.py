@@ -7,18 +7,47 @@
 - `PolicyAgent`: the policy as a harness provider (sampled or greedy), with the
   `StepRecord` the GRPO update re-scores.
 """
+
 from sol_jax.policy import observation
 from sol_jax.policy.agent import AgentState, PolicyAgent, StepRecord
-from sol_jax.policy.network import (PolicyCache, PolicyConfig, PolicyNetwork, count_params,
-                                    init_params, init_step_cache, log_probs_and_entropy,
-                                    sequence_logits, step_logits)
-from sol_jax.policy.observation import (NUM_SCALARS, PolicyObs, UsageTracker, episode_scalars,
-                                        init_tracker, step_scalars)
+from sol_jax.policy.network import (
+  PolicyCache,
+  PolicyConfig,
+  PolicyNetwork,
+  count_params,
+  init_params,
+  init_step_cache,
+  log_probs_and_entropy,
+  sequence_logits,
+  step_logits,
+)
+from sol_jax.policy.observation import (
+  NUM_SCALARS,
+  PolicyObs,
+  UsageTracker,
+  episode_scalars,
+  init_tracker,
+  step_scalars,
+)
 
 __all__ = [
-    "AgentState", "PolicyAgent", "StepRecord",
-    "PolicyCache", "PolicyConfig", "PolicyNetwork", "count_params", "init_params",
-    "init_step_cache", "log_probs_and_entropy", "sequence_logits", "step_logits",
-    "NUM_SCALARS", "PolicyObs", "UsageTracker", "episode_scalars", "init_tracker", "observation",
-    "step_scalars",
+  "AgentState",
+  "PolicyAgent",
+  "StepRecord",
+  "PolicyCache",
+  "PolicyConfig",
+  "PolicyNetwork",
+  "count_params",
+  "init_params",
+  "init_step_cache",
+  "log_probs_and_entropy",
+  "sequence_logits",
+  "step_logits",
+  "NUM_SCALARS",
+  "PolicyObs",
+  "UsageTracker",
+  "episode_scalars",
+  "init_tracker",
+  "observation",
+  "step_scalars",
 ]

@@ -10,6 +10,7 @@ thread into a temporary directory that it renames only when every item is
 complete, so a crash mid-save leaves no step that `latest_step` reports. The
 next `save`, `wait` and `close` wait for a pending write.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,8 +41,11 @@ class Checkpoints:
   def __init__(self, run_dir: str | pathlib.Path, max_to_keep: Optional[int] = None):
     self.directory = pathlib.Path(run_dir).absolute() / "checkpoints"
     self.manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=True))
+      self.directory,
+      options=ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=True, enable_async_checkpointing=True
+      ),
+    )
 
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
@@ -54,9 +58,14 @@ class Checkpoints:
     digest = state_digest(tree)
     # The grain item has no async handler: orbax writes the iterator position
     # during this call, so the iterator may advance as soon as it returns.
-    self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(tree), digest=ocp.args.JsonSave({"sha256": digest}),
-        data=grain.checkpoint.CheckpointSave(iterator)))
+    self.manager.save(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardSave(tree),
+        digest=ocp.args.JsonSave({"sha256": digest}),
+        data=grain.checkpoint.CheckpointSave(iterator),
+      ),
+    )
 
   def wait(self) -> None:
     """Blocks until a pending asynchronous save is complete on disk."""
@@ -64,12 +73,14 @@ class Checkpoints:
 
   def _fail(self, step: int, why: str) -> ValueError:
     return ValueError(
-        f"checkpoint step {step} in {self.directory} could not be restored: {why}. It is corrupt "
-        f"or from an incompatible config: delete {self.directory / str(step)} to resume from an "
-        "earlier step, or use a new train.run_dir.")
+      f"checkpoint step {step} in {self.directory} could not be restored: {why}. It is corrupt "
+      f"or from an incompatible config: delete {self.directory / str(step)} to resume from an "
+      "earlier step, or use a new train.run_dir."
+    )
 
-  def restore(self, step: int, template: TrainState,
-              iterator: Optional[grain.DatasetIterator] = None) -> TrainState:
+  def restore(
+    self, step: int, template: TrainState, iterator: Optional[grain.DatasetIterator] = None
+  ) -> TrainState:
     """The train state at `step`; also rewinds `iterator` in place when given."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template._asdict())
     items = {"state": ocp.args.StandardRestore(abstract), "digest": ocp.args.JsonRestore()}

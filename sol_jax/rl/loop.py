@@ -1,4 +1,5 @@
 """The GRPO training loop: grain data, sharded jitted step, orbax resume, TensorBoard."""
+
 from __future__ import annotations
 
 import functools
@@ -9,11 +10,10 @@ from typing import Optional
 import jax
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from sol_jax import parallel, tracking
-from jax.experimental import multihost_utils
-
 from sol_jax.config import ExperimentConfig
 from sol_jax.data import make_block_dataset, make_iterator, text_blocks
 from sol_jax.efficiency.actions import ActionSpace
@@ -36,15 +36,28 @@ def action_space(cfg: ExperimentConfig) -> ActionSpace:
 
 def make_setup(cfg: ExperimentConfig, model_cfg: ModelConfig) -> TrainSetup:
   if cfg.rl.prefill_stale_budget_quirk:
-    raise ValueError("rl.prefill_stale_budget_quirk=true (reproducing the reference's stale Quest "
-                     "budgets in the prefill, method Q1) is not implemented; the prefill is always "
-                     "dense. Set it to false.")
+    raise ValueError(
+      "rl.prefill_stale_budget_quirk=true (reproducing the reference's stale Quest "
+      "budgets in the prefill, method Q1) is not implemented; the prefill is always "
+      "dense. Set it to false."
+    )
   space = action_space(cfg)
-  policy = PolicyConfig.from_section(cfg.policy, num_actions=space.num_actions,
-                                     obs_hidden_dim=model_cfg.hidden_size,
-                                     embed_dim=model_cfg.hidden_size)
-  return TrainSetup(model_cfg, space, ControlSettings.from_config(cfg.actions), policy, cfg.rl,
-                    cfg.optim, cfg.data.context_len, cfg.data.horizon)
+  policy = PolicyConfig.from_section(
+    cfg.policy,
+    num_actions=space.num_actions,
+    obs_hidden_dim=model_cfg.hidden_size,
+    embed_dim=model_cfg.hidden_size,
+  )
+  return TrainSetup(
+    model_cfg,
+    space,
+    ControlSettings.from_config(cfg.actions),
+    policy,
+    cfg.rl,
+    cfg.optim,
+    cfg.data.context_len,
+    cfg.data.horizon,
+  )
 
 
 def train_dataset(cfg: ExperimentConfig, tokenizer, blocks: Optional[np.ndarray] = None):
@@ -54,21 +67,36 @@ def train_dataset(cfg: ExperimentConfig, tokenizer, blocks: Optional[np.ndarray]
   `parallel.shard_batch` assembles the global batch of B.
   """
   if blocks is None:
-    blocks = text_blocks(cfg.data.train, tokenizer, cfg.data.block_len, data_dir=cfg.data.data_dir,
-                         cache_dir=cfg.data.cache_dir)
+    blocks = text_blocks(
+      cfg.data.train,
+      tokenizer,
+      cfg.data.block_len,
+      data_dir=cfg.data.data_dir,
+      cache_dir=cfg.data.cache_dir,
+    )
   procs = jax.process_count()
   if cfg.rl.batch_size % procs:
-    raise ValueError(f"rl.batch_size={cfg.rl.batch_size} must be divisible by the {procs} processes.")
-  blocks = blocks[jax.process_index()::procs]
+    raise ValueError(
+      f"rl.batch_size={cfg.rl.batch_size} must be divisible by the {procs} processes."
+    )
+  blocks = blocks[jax.process_index() :: procs]
   local = cfg.rl.batch_size // procs
   used = max(1, int(cfg.data.train_fraction * (len(blocks) // local)))
-  return make_block_dataset(blocks, local, shuffle=True, seed=cfg.data.shuffle_seed,
-                            max_batches=used)
+  return make_block_dataset(
+    blocks, local, shuffle=True, seed=cfg.data.shuffle_seed, max_batches=used
+  )
 
 
-def train(cfg: ExperimentConfig, lm, tokenizer=None, *, num_steps: Optional[int] = None,
-          blocks: Optional[np.ndarray] = None, progress: bool = True,
-          log: bool = True) -> TrainState:
+def train(
+  cfg: ExperimentConfig,
+  lm,
+  tokenizer=None,
+  *,
+  num_steps: Optional[int] = None,
+  blocks: Optional[np.ndarray] = None,
+  progress: bool = True,
+  log: bool = True,
+) -> TrainState:
   """Trains (or resumes) the policy in `cfg.train.run_dir`; lm = (ModelConfig, params).
 
   `blocks` [N, C+T+1] replaces the configured training text (tests, custom data).
@@ -89,8 +117,20 @@ def train(cfg: ExperimentConfig, lm, tokenizer=None, *, num_steps: Optional[int]
     if resume is not None:
       state = ckpt.restore(resume, state, iterator)
       _info("resumed from %s/%d", ckpt.directory, resume)
-    return _run(cfg, setup, mesh, lm_params, state, dataset, iterator, ckpt, resume or 0,
-                num_steps, progress, log)
+    return _run(
+      cfg,
+      setup,
+      mesh,
+      lm_params,
+      state,
+      dataset,
+      iterator,
+      ckpt,
+      resume or 0,
+      num_steps,
+      progress,
+      log,
+    )
   finally:
     if ckpt:
       ckpt.close()  # waits for an asynchronous save still being written
@@ -101,8 +141,9 @@ def _info(msg: str, *args) -> None:
     logger.info(msg, *args)
 
 
-def _run(cfg, setup, mesh, lm_params, state, dataset, iterator, ckpt, start, num_steps, progress,
-         log) -> TrainState:
+def _run(
+  cfg, setup, mesh, lm_params, state, dataset, iterator, ckpt, start, num_steps, progress, log
+) -> TrainState:
   """The step loop of `train`, from data batch `start`."""
   run_dir = run_directory(cfg)
   planned = min(cfg.train.num_steps or len(dataset), len(dataset))
@@ -112,9 +153,11 @@ def _run(cfg, setup, mesh, lm_params, state, dataset, iterator, ckpt, start, num
   lm_shardings = parallel.lm_param_shardings(mesh, lm_params, setup.model)
   lm_params = jax.device_put(lm_params, lm_shardings)
   state = jax.device_put(state, replicated)
-  step_fn = make_train_step(setup, in_shardings=(replicated, lm_shardings,
-                                                 parallel.batch_sharding(mesh, 2)),
-                            out_shardings=(replicated, replicated, parallel.batch_sharding(mesh, 3)))
+  step_fn = make_train_step(
+    setup,
+    in_shardings=(replicated, lm_shardings, parallel.batch_sharding(mesh, 2)),
+    out_shardings=(replicated, replicated, parallel.batch_sharding(mesh, 3)),
+  )
   tracker = tracking.Tracker(run_dir / "tb", enabled=None if log else False)
   if start == 0:
     tracker.config(cfg)
@@ -128,7 +171,9 @@ def _run(cfg, setup, mesh, lm_params, state, dataset, iterator, ckpt, start, num
       jax.profiler.start_trace(str(run_dir / "tb"))  # TensorBoard's profile tab
     with jax.profiler.StepTraceAnnotation("train", step_num=step):
       state, metrics, actions = step_fn(state, lm_params, blocks)
-    if step + 1 == planned == len(dataset):  # end of the epoch: step the leftover accumulation (§9.7)
+    if (
+      step + 1 == planned == len(dataset)
+    ):  # end of the epoch: step the leftover accumulation (§9.7)
       state = flush_leftover_gradients(setup, state)
     window_steps += 1
     if step % cfg.train.log_every == 0 or step + 1 == total:
@@ -144,10 +189,15 @@ def _run(cfg, setup, mesh, lm_params, state, dataset, iterator, ckpt, start, num
       metrics["lr"] = cfg.optim.lr  # constant (method Q10)
       window_start, window_steps = now, 0
       tracker.scalars(metrics, step + 1)
-      tracking.action_histograms(tracker, np.asarray(actions), setup.space, step + 1, prefix="actions")
+      tracking.action_histograms(
+        tracker, np.asarray(actions), setup.space, step + 1, prefix="actions"
+      )
       bar.update(step + 1 - bar.n)
-      bar.set_postfix(reward=f"{metrics['reward']:.3f}", pen=f"{metrics['penalty']:.3f}",
-                      ent=f"{metrics['entropy']:.2f}")
+      bar.set_postfix(
+        reward=f"{metrics['reward']:.3f}",
+        pen=f"{metrics['penalty']:.3f}",
+        ent=f"{metrics['entropy']:.2f}",
+      )
     if ckpt and ((step + 1) % every == 0 or step + 1 == total):
       ckpt.save(step + 1, state, iterator)  # asynchronous: the next step does not wait on disk
     if tracing and (step == profile[-1] or step + 1 == total):
@@ -161,5 +211,7 @@ def _run(cfg, setup, mesh, lm_params, state, dataset, iterator, ckpt, start, num
 @functools.partial(jax.jit, static_argnums=0)
 def flush_leftover_gradients(setup: TrainSetup, state: TrainState) -> TrainState:
   """Applies a partly filled gradient accumulation once, as the reference does at epoch end."""
-  updates, opt_state = flush_leftover(setup.optim, setup.rl.grad_accum, state.opt_state, state.params)
+  updates, opt_state = flush_leftover(
+    setup.optim, setup.rl.grad_accum, state.opt_state, state.params
+  )
   return state._replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state)

@@ -9,6 +9,7 @@ Pipeline of one data batch (`compute_advantages` chains it):
   r [B,K,T] -> G = rewards_to_go(r) -> Pen = budget_penalty(episode means)
   -> R = returns(G, Pen) -> Â = group_advantages(R) -> A = whiten(Â).
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple, Optional, Sequence, Union
@@ -39,8 +40,9 @@ def _choice(name: str, value: str, allowed: Sequence[str]) -> None:
     raise ValueError(f"{name}={value!r} is not supported; use one of {tuple(allowed)}.")
 
 
-def step_rewards(logp_token: jax.Array, kl: Optional[jax.Array] = None,
-                 kl_weight: float = 0.0) -> jax.Array:
+def step_rewards(
+  logp_token: jax.Array, kl: Optional[jax.Array] = None, kl_weight: float = 0.0
+) -> jax.Array:
   """r_t = (1 − w) log p_eff(x_{t+1}) − w KL(p_dense ‖ p_eff) (method §9.2).
 
   With w = 0 (every official config) this is the raw log-likelihood of the
@@ -53,8 +55,10 @@ def step_rewards(logp_token: jax.Array, kl: Optional[jax.Array] = None,
   if w == 0.0:
     return logp
   if kl is None:
-    raise ValueError(f"kl_weight={w} > 0 needs the per-step KL(dense ‖ compressed); "
-                     "pass kl= from the dense reference decode.")
+    raise ValueError(
+      f"kl_weight={w} > 0 needs the per-step KL(dense ‖ compressed); "
+      "pass kl= from the dense reference decode."
+    )
   return (1.0 - w) * logp - w * _float(kl)
 
 
@@ -92,8 +96,9 @@ def dead_zone_square(gap: jax.Array, tolerance: float = 0.02) -> jax.Array:
   return jnp.square(jnp.maximum(jnp.abs(_float(gap)) - jnp.float32(tolerance), 0.0))
 
 
-def budget_penalty(episode_means: jax.Array, targets: jax.Array, alphas: ArrayLike,
-                   tolerance: float = 0.02) -> jax.Array:
+def budget_penalty(
+  episode_means: jax.Array, targets: jax.Array, alphas: ArrayLike, tolerance: float = 0.02
+) -> jax.Array:
   """Pen = Σ_axis α · φ(mean − target) per rollout (method §9.4).
 
   Args:
@@ -120,8 +125,10 @@ def budget_penalty(episode_means: jax.Array, targets: jax.Array, alphas: ArrayLi
   try:
     jnp.broadcast_shapes(means.shape, targets.shape)
   except ValueError:
-    raise ValueError(f"targets shape {targets.shape} does not broadcast against episode_means "
-                     f"{means.shape}; pass [B, 3] or [B, K, 3] targets.") from None
+    raise ValueError(
+      f"targets shape {targets.shape} does not broadcast against episode_means "
+      f"{means.shape}; pass [B, 3] or [B, K, 3] targets."
+    ) from None
   return jnp.sum(alphas * dead_zone_square(means - targets, tolerance), axis=-1)
 
 
@@ -133,8 +140,10 @@ def returns(rewards_to_go: jax.Array, penalty: jax.Array, level: str = "process"
   _choice("grpo_level", level, GRPO_LEVELS)
   g, pen = _float(rewards_to_go), _float(penalty)
   if pen.shape != g.shape[:-1]:
-    raise ValueError(f"penalty must have shape {g.shape[:-1]} (the rewards-to-go without the "
-                     f"step axis), got {pen.shape}.")
+    raise ValueError(
+      f"penalty must have shape {g.shape[:-1]} (the rewards-to-go without the "
+      f"step axis), got {pen.shape}."
+    )
   if level == "outcome":
     g = jnp.broadcast_to(g[..., :1], g.shape)
   return g - pen[..., None]
@@ -168,14 +177,16 @@ def whiten(advantages: jax.Array, enabled: bool = True) -> jax.Array:
 
 class AdvantageTerms(NamedTuple):
   """Every intermediate of `compute_advantages`, for logging. All [B, K, T] but `penalty`."""
+
   advantages: jax.Array  # A, what the loss uses
   rewards_to_go: jax.Array  # G
   penalty: jax.Array  # [B, K]
   returns: jax.Array  # R = G − Pen
 
 
-def compute_advantages(rewards: jax.Array, episode_means: jax.Array, targets: jax.Array,
-                       cfg: RLCfg, space: ActionSpace) -> AdvantageTerms:
+def compute_advantages(
+  rewards: jax.Array, episode_means: jax.Array, targets: jax.Array, cfg: RLCfg, space: ActionSpace
+) -> AdvantageTerms:
   """Method §9.3-9.5 for one data batch, configured by `cfg` (rl section).
 
   Args:
@@ -189,8 +200,10 @@ def compute_advantages(rewards: jax.Array, episode_means: jax.Array, targets: ja
   alphas = space.penalty_weights(cfg.alpha_kappa, cfg.alpha_rho, cfg.alpha_eta)
   pen = budget_penalty(episode_means, targets, alphas, cfg.penalty_tolerance)
   if pen.shape != g.shape[:-1]:
-    raise ValueError(f"episode_means {jnp.shape(episode_means)} and rewards {g.shape} disagree "
-                     "on [B, K]; pass both per input and rollout.")
+    raise ValueError(
+      f"episode_means {jnp.shape(episode_means)} and rewards {g.shape} disagree "
+      "on [B, K]; pass both per input and rollout."
+    )
   r = returns(g, pen, cfg.grpo_level)
   adv = whiten(group_advantages(r, cfg.grpo_norm), cfg.adv_whiten_global)
   return AdvantageTerms(adv, g, pen, r)
@@ -202,9 +215,15 @@ def _masked_mean(x: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
   return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-def policy_loss(logp_new: jax.Array, logp_old: jax.Array, advantages: jax.Array,
-                entropy: jax.Array, clip: float = 0.2, entropy_coef: float = 0.05,
-                mask: Optional[jax.Array] = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+def policy_loss(
+  logp_new: jax.Array,
+  logp_old: jax.Array,
+  advantages: jax.Array,
+  entropy: jax.Array,
+  clip: float = 0.2,
+  entropy_coef: float = 0.05,
+  mask: Optional[jax.Array] = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """PPO-clip surrogate with an entropy bonus, no KL and no value term (method §9.6).
 
   Args:
@@ -230,9 +249,12 @@ def policy_loss(logp_new: jax.Array, logp_old: jax.Array, advantages: jax.Array,
     mask = _float(mask)
     shapes.add(mask.shape)
   if len(shapes) != 1:
-    raise ValueError("logp_new, logp_old, advantages, entropy (and mask) must share one "
-                     f"[N, T] shape, got {[jnp.shape(x) for x in (logp_new, logp_old, adv, entropy)]}"
-                     + (f" and mask {mask.shape}" if mask is not None else "") + ".")
+    raise ValueError(
+      "logp_new, logp_old, advantages, entropy (and mask) must share one "
+      f"[N, T] shape, got {[jnp.shape(x) for x in (logp_new, logp_old, adv, entropy)]}"
+      + (f" and mask {mask.shape}" if mask is not None else "")
+      + "."
+    )
   log_ratio = logp_new - logp_old
   ratio = jnp.exp(log_ratio)
   surrogate = jnp.minimum(ratio * adv, jnp.clip(ratio, 1.0 - clip, 1.0 + clip) * adv)
@@ -241,9 +263,9 @@ def policy_loss(logp_new: jax.Array, logp_old: jax.Array, advantages: jax.Array,
   loss = pg_loss - entropy_coef * mean_entropy
   ratio_sg, log_ratio_sg = jax.lax.stop_gradient(ratio), jax.lax.stop_gradient(log_ratio)
   metrics = {
-      "pg_loss": jax.lax.stop_gradient(pg_loss),
-      "entropy": jax.lax.stop_gradient(mean_entropy),
-      "clip_fraction": _masked_mean((jnp.abs(ratio_sg - 1.0) > clip).astype(jnp.float32), mask),
-      "approx_kl": _masked_mean((ratio_sg - 1.0) - log_ratio_sg, mask),
+    "pg_loss": jax.lax.stop_gradient(pg_loss),
+    "entropy": jax.lax.stop_gradient(mean_entropy),
+    "clip_fraction": _masked_mean((jnp.abs(ratio_sg - 1.0) > clip).astype(jnp.float32), mask),
+    "approx_kl": _masked_mean((ratio_sg - 1.0) - log_ratio_sg, mask),
   }
   return loss, metrics

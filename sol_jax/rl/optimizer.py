@@ -10,6 +10,7 @@ AdamW here equals torch.optim.AdamW: decoupled decay p ← p − lr·wd·p on ev
 parameter (no mask: LayerNorm, embeddings and biases too), constant lr, eps
 outside the square root, bias-corrected moments.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -25,20 +26,30 @@ Params = Any
 
 def _check_accum(grad_accum: int) -> None:
   if isinstance(grad_accum, bool) or not isinstance(grad_accum, int) or grad_accum < 1:
-    raise ValueError(f"grad_accum={grad_accum!r} must be a positive int "
-                     "(minibatches per optimizer step, config rl.grad_accum).")
+    raise ValueError(
+      f"grad_accum={grad_accum!r} must be a positive int "
+      "(minibatches per optimizer step, config rl.grad_accum)."
+    )
 
 
 def make_step_optimizer(optim_cfg: OptimCfg) -> optax.GradientTransformation:
   """One optimizer step on an already-accumulated gradient: clip, then AdamW."""
   if not isinstance(optim_cfg, OptimCfg):
-    raise ValueError(f"optim_cfg must be the optim config section (OptimCfg), "
-                     f"got {type(optim_cfg).__name__}.")
+    raise ValueError(
+      f"optim_cfg must be the optim config section (OptimCfg), got {type(optim_cfg).__name__}."
+    )
   return optax.chain(
-      optax.clip_by_global_norm(optim_cfg.max_grad_norm),
-      # weight_decay explicitly: optax's default is 1e-4, PyTorch's 1e-2.
-      optax.adamw(learning_rate=optim_cfg.lr, b1=optim_cfg.b1, b2=optim_cfg.b2,
-                  eps=optim_cfg.eps, weight_decay=optim_cfg.weight_decay, mask=None))
+    optax.clip_by_global_norm(optim_cfg.max_grad_norm),
+    # weight_decay explicitly: optax's default is 1e-4, PyTorch's 1e-2.
+    optax.adamw(
+      learning_rate=optim_cfg.lr,
+      b1=optim_cfg.b1,
+      b2=optim_cfg.b2,
+      eps=optim_cfg.eps,
+      weight_decay=optim_cfg.weight_decay,
+      mask=None,
+    ),
+  )
 
 
 def make_optimizer(optim_cfg: OptimCfg, grad_accum: int) -> optax.GradientTransformation:
@@ -50,9 +61,9 @@ def make_optimizer(optim_cfg: OptimCfg, grad_accum: int) -> optax.GradientTransf
   persists across buffers, as the reference's counter does.
   """
   _check_accum(grad_accum)
-  return optax.MultiSteps(make_step_optimizer(optim_cfg),
-                          every_k_schedule=grad_accum,
-                          use_grad_mean=True).gradient_transformation()
+  return optax.MultiSteps(
+    make_step_optimizer(optim_cfg), every_k_schedule=grad_accum, use_grad_mean=True
+  ).gradient_transformation()
 
 
 def stepped(state: optax.MultiStepsState) -> jax.Array:
@@ -71,8 +82,9 @@ def window_grad_norm(state: optax.MultiStepsState, grads: Params) -> jax.Array:
   return optax.tree.norm(jax.tree.map(lambda a, g: a + (g - a) / (n + 1.0), state.acc_grads, grads))
 
 
-def flush_leftover(optim_cfg: OptimCfg, grad_accum: int, state: optax.MultiStepsState,
-                   params: Params) -> tuple[Params, optax.MultiStepsState]:
+def flush_leftover(
+  optim_cfg: OptimCfg, grad_accum: int, state: optax.MultiStepsState, params: Params
+) -> tuple[Params, optax.MultiStepsState]:
   """Steps once on the m < grad_accum minibatches still accumulated (end of training).
 
   The reference's leftover gradient is Σ_i g_i / grad_accum (each minibatch
@@ -92,10 +104,12 @@ def flush_leftover(optim_cfg: OptimCfg, grad_accum: int, state: optax.MultiSteps
   pending = m > 0
   updates = jax.tree.map(lambda u: jnp.where(pending, u, jnp.zeros_like(u)), updates)
   new_state = optax.MultiStepsState(
-      mini_step=jnp.zeros_like(m),
-      gradient_step=state.gradient_step + pending.astype(state.gradient_step.dtype),
-      inner_opt_state=jax.tree.map(lambda new, old: jnp.where(pending, new, old),
-                                   inner_state, state.inner_opt_state),
-      acc_grads=jax.tree.map(jnp.zeros_like, state.acc_grads),
-      skip_state=state.skip_state)
+    mini_step=jnp.zeros_like(m),
+    gradient_step=state.gradient_step + pending.astype(state.gradient_step.dtype),
+    inner_opt_state=jax.tree.map(
+      lambda new, old: jnp.where(pending, new, old), inner_state, state.inner_opt_state
+    ),
+    acc_grads=jax.tree.map(jnp.zeros_like, state.acc_grads),
+    skip_state=state.skip_state,
+  )
   return updates, new_state

@@ -8,6 +8,7 @@ Resuming reads config.yaml and refuses a config that changes a key affecting
 results; evaluation scripts rebuild the policy and action grid from it, so a
 run is always read with the settings it was trained with.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,11 +40,23 @@ PROVENANCE_FILE = "provenance.json"
 # the update, so a resumed run would no longer equal an uninterrupted one.
 # `section.*` allows the whole section.
 RUN_CONTROL_KEYS = (
-    "name", "description",
-    "train.num_steps", "train.log_every", "train.checkpoint_every", "train.max_to_keep",
-    "train.run_dir", "train.keep_checkpoints", "train.profile_steps",
-    "data.data_dir", "data.cache_dir", "data.eval", "data.eval_batch_size", "data.eval_batches",
-    "eval.*", "sweep.*", "bench.*",
+  "name",
+  "description",
+  "train.num_steps",
+  "train.log_every",
+  "train.checkpoint_every",
+  "train.max_to_keep",
+  "train.run_dir",
+  "train.keep_checkpoints",
+  "train.profile_steps",
+  "data.data_dir",
+  "data.cache_dir",
+  "data.eval",
+  "data.eval_batch_size",
+  "data.eval_batches",
+  "eval.*",
+  "sweep.*",
+  "bench.*",
 )
 
 _VERSIONED = ("sol_jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain")
@@ -72,21 +85,22 @@ def result_differences(old: ExperimentConfig, new: ExperimentConfig) -> list[str
   """`key: old → new` for every differing key that is not run control."""
   a, b = _flat(old), _flat(new)
   show = lambda v: json.dumps(v, default=str)
-  return [f"{k}: {show(a[k])} → {show(b[k])}" for k in a
-          if a[k] != b[k] and not is_run_control(k)]
+  return [f"{k}: {show(a[k])} → {show(b[k])}" for k in a if a[k] != b[k] and not is_run_control(k)]
 
 
-def check_same_run(saved: ExperimentConfig, cfg: ExperimentConfig, run_dir: pathlib.Path,
-                   doing: str) -> None:
+def check_same_run(
+  saved: ExperimentConfig, cfg: ExperimentConfig, run_dir: pathlib.Path, doing: str
+) -> None:
   """Raises one ValueError listing the result-affecting keys where `cfg` differs."""
   diffs = result_differences(saved, cfg)
   if diffs:
     allowed = ", ".join(RUN_CONTROL_KEYS)
     raise ValueError(
-        f"{doing} {run_dir} with a config that differs from its {CONFIG_FILE} in keys that "
-        "affect results:\n  " + "\n  ".join(diffs) + f"\nOnly run-control keys ({allowed}) "
-        f"may change. Repeat the run's settings (see {run_dir / CONFIG_FILE}) or use a new "
-        "train.run_dir.")
+      f"{doing} {run_dir} with a config that differs from its {CONFIG_FILE} in keys that "
+      "affect results:\n  " + "\n  ".join(diffs) + f"\nOnly run-control keys ({allowed}) "
+      f"may change. Repeat the run's settings (see {run_dir / CONFIG_FILE}) or use a new "
+      "train.run_dir."
+    )
 
 
 def load_run_config(run_dir: str | pathlib.Path) -> Optional[ExperimentConfig]:
@@ -115,10 +129,13 @@ def _write_atomic(path: pathlib.Path, text: str) -> None:
 def _git_commit() -> dict[str, Any]:
   here = pathlib.Path(__file__).parent
   try:
-    run = lambda *a: subprocess.run(["git", *a], cwd=here, capture_output=True, text=True,
-                                    timeout=10, check=True).stdout.strip()
-    return {"commit": run("rev-parse", "HEAD"),
-            "dirty": bool(run("status", "--porcelain", "--untracked-files=no"))}
+    run = lambda *a: subprocess.run(
+      ["git", *a], cwd=here, capture_output=True, text=True, timeout=10, check=True
+    ).stdout.strip()
+    return {
+      "commit": run("rev-parse", "HEAD"),
+      "dirty": bool(run("status", "--porcelain", "--untracked-files=no")),
+    }
   except (OSError, subprocess.SubprocessError):  # no git, or not a checkout (wheel install)
     return {"commit": None, "dirty": None}
 
@@ -131,15 +148,22 @@ def _version(name: str) -> Optional[str]:
 
 
 def provenance(resumed_from: Optional[int]) -> dict[str, Any]:
-  return {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-          "resumed_from_step": resumed_from, "argv": sys.argv, "host": platform.node(),
-          "python": platform.python_version(), "versions": {n: _version(n) for n in _VERSIONED},
-          "git": _git_commit(), "processes": jax.process_count(),
-          "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}"}
+  return {
+    "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    "resumed_from_step": resumed_from,
+    "argv": sys.argv,
+    "host": platform.node(),
+    "python": platform.python_version(),
+    "versions": {n: _version(n) for n in _VERSIONED},
+    "git": _git_commit(),
+    "processes": jax.process_count(),
+    "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
+  }
 
 
-def save_run_config(run_dir: str | pathlib.Path, cfg: ExperimentConfig,
-                    resumed_from: Optional[int] = None) -> None:
+def save_run_config(
+  run_dir: str | pathlib.Path, cfg: ExperimentConfig, resumed_from: Optional[int] = None
+) -> None:
   """Process 0 writes config.yaml and appends this start to provenance.json."""
   if jax.process_index() != 0:
     return
@@ -158,9 +182,12 @@ def start_run(run_dir: pathlib.Path, cfg: ExperimentConfig, resume_step: Optiona
     saved = load_run_config(run_dir)
     if saved is None:
       if jax.process_index() == 0:
-        log.warning("%s has checkpoints but no %s (a run from before run dirs kept their "
-                    "config); resuming with this command line's config and saving it.",
-                    run_dir, CONFIG_FILE)
+        log.warning(
+          "%s has checkpoints but no %s (a run from before run dirs kept their "
+          "config); resuming with this command line's config and saving it.",
+          run_dir,
+          CONFIG_FILE,
+        )
     else:
       check_same_run(saved, cfg, run_dir, "refusing to resume")
   save_run_config(run_dir, cfg, resume_step)
@@ -178,8 +205,11 @@ def evaluation_config(argv: Sequence[str], default: Optional[str] = None) -> Exp
   run_dir = run_directory(cfg)
   saved = load_run_config(run_dir)
   if saved is None:
-    log.warning("no %s in %s (a run from before run dirs kept their config): using the "
-                "command line's config", CONFIG_FILE, run_dir)
+    log.warning(
+      "no %s in %s (a run from before run dirs kept their config): using the command line's config",
+      CONFIG_FILE,
+      run_dir,
+    )
     return cfg
   overrides = list(argv[1:] if argv and "=" not in argv[0] else argv)
   merged = config_lib.apply_overrides(saved, overrides)

@@ -5,6 +5,7 @@ For each axis: a list in the config wins (uniform choice from it), else a
 shared by that input's K rollouts. η is bits/16, so `budget_eta_*` are already
 ratios (the reference's C_target_quant_bits = 7 is η = 0.4375).
 """
+
 from __future__ import annotations
 
 import jax

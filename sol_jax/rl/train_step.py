@@ -17,6 +17,7 @@ Deviation: the buffer is one data batch (B*K*T decisions). For every official
 T=16 config that is >= the reference's 2048-decision buffer threshold, so the
 schedule of optimizer steps is the same; see BUILD_NOTES.md.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,6 +52,7 @@ class TrainState(NamedTuple):
 @dataclasses.dataclass(frozen=True)
 class TrainSetup:
   """Everything static about a train step (hashable)."""
+
   model: ModelConfig
   space: ActionSpace
   settings: ControlSettings
@@ -76,24 +78,38 @@ def rollout(setup: TrainSetup, params, lm_params, blocks, targets, key) -> Episo
   b, k = blocks.shape[0], setup.rl.num_rollouts
   reference = None
   if setup.rl.kl_weight > 0:  # only then is the dense reference decode needed (§9.2)
-    _, _, prefix, _ = dense_prefill(lm_params, setup.model, blocks[:, :setup.context_len], "none")
-    reference = dense_decode_logits(lm_params, setup.model, blocks, prefix, setup.context_len,
-                                    setup.horizon)
+    _, _, prefix, _ = dense_prefill(lm_params, setup.model, blocks[:, : setup.context_len], "none")
+    reference = dense_decode_logits(
+      lm_params, setup.model, blocks, prefix, setup.context_len, setup.horizon
+    )
   inputs = {"params": params, "targets": jnp.broadcast_to(targets[:, None], (b, k, 3)), "rng": key}
   agent = PolicyAgent(setup.policy, setup.space, setup.horizon, greedy=False)
-  out = controlled_episode(lm_params, blocks, inputs, cfg=setup.model, space=setup.space,
-                           settings=setup.settings, provider=agent,
-                           context_len=setup.context_len, horizon=setup.horizon, schedules=k,
-                           reference_logits=reference)
+  out = controlled_episode(
+    lm_params,
+    blocks,
+    inputs,
+    cfg=setup.model,
+    space=setup.space,
+    settings=setup.settings,
+    provider=agent,
+    context_len=setup.context_len,
+    horizon=setup.horizon,
+    schedules=k,
+    reference_logits=reference,
+  )
   return jax.tree.map(jax.lax.stop_gradient, out)
 
 
 def _sequence_obs(records: StepRecord, targets, idx):
   """Rollout sequences `idx` of the flattened [N, T, ...] records as a PolicyObs."""
   take = lambda x: x.reshape((-1,) + x.shape[2:])[idx]
-  return PolicyObs(hidden=take(records.hidden), token_embed=take(records.token_embed),
-                   scalars=take(records.scalars), prev_action=take(records.prev_action),
-                   targets=take(targets))
+  return PolicyObs(
+    hidden=take(records.hidden),
+    token_embed=take(records.token_embed),
+    scalars=take(records.scalars),
+    prev_action=take(records.prev_action),
+    targets=take(targets),
+  )
 
 
 def train_step(setup: TrainSetup, state: TrainState, lm_params, blocks):
@@ -123,8 +139,9 @@ def train_step(setup: TrainSetup, state: TrainState, lm_params, blocks):
     logits = network.sequence_logits(setup.policy, params, obs)
     logp, entropy = network.log_probs_and_entropy(logits, actions[idx])
     mask = jnp.broadcast_to(mask[:, None], logp.shape)
-    return objectives.policy_loss(logp, old_logp[idx], adv[idx], entropy, setup.rl.ppo_clip,
-                                  setup.rl.entropy_coef, mask=mask)
+    return objectives.policy_loss(
+      logp, old_logp[idx], adv[idx], entropy, setup.rl.ppo_clip, setup.rl.entropy_coef, mask=mask
+    )
 
   def update(carry, xs):
     params, opt_state = carry
@@ -133,11 +150,16 @@ def train_step(setup: TrainSetup, state: TrainState, lm_params, blocks):
     updates, opt_state = optimizer.update(grads, opt_state, params)
     emits = stepped(opt_state)
     return (optax.apply_updates(params, updates), opt_state), dict(
-        aux, loss=loss, minibatch_grad_norm=optax.tree.norm(grads),
-        step_grad_norm=jnp.where(emits, window_norm, 0.0), optimizer_steps=emits.astype(jnp.float32))
+      aux,
+      loss=loss,
+      minibatch_grad_norm=optax.tree.norm(grads),
+      step_grad_norm=jnp.where(emits, window_norm, 0.0),
+      optimizer_steps=emits.astype(jnp.float32),
+    )
 
-  (params, opt_state), mb_metrics = jax.lax.scan(update, (state.params, state.opt_state),
-                                                 (perm, valid))
+  (params, opt_state), mb_metrics = jax.lax.scan(
+    update, (state.params, state.opt_state), (perm, valid)
+  )
   n_steps = mb_metrics.pop("optimizer_steps").sum()
   step_norms = mb_metrics.pop("step_grad_norm")
   metrics = {k_: v.mean() for k_, v in mb_metrics.items()}
@@ -145,12 +167,17 @@ def train_step(setup: TrainSetup, state: TrainState, lm_params, blocks):
   # optimizer steps (0 steps: the loop drops the tag).
   metrics.update(optimizer_steps=n_steps, grad_norm=step_norms.sum() / jnp.maximum(n_steps, 1.0))
   metrics.update(
-      reward=rewards.mean(), nll=out.nll.mean(), penalty=terms.penalty.mean(),
-      return_mean=terms.returns.mean(),
-      **{f"requested/{a}": targets[:, i].mean() for i, a in enumerate(("kappa", "rho", "eta"))},
-      **{f"realized/{a}": means[..., i].mean() for i, a in enumerate(("kappa", "rho", "eta"))},
-      **{f"gap/{a}": jnp.abs(means[..., i] - targets[:, None, i]).mean()
-         for i, a in enumerate(("kappa", "rho", "eta"))})
+    reward=rewards.mean(),
+    nll=out.nll.mean(),
+    penalty=terms.penalty.mean(),
+    return_mean=terms.returns.mean(),
+    **{f"requested/{a}": targets[:, i].mean() for i, a in enumerate(("kappa", "rho", "eta"))},
+    **{f"realized/{a}": means[..., i].mean() for i, a in enumerate(("kappa", "rho", "eta"))},
+    **{
+      f"gap/{a}": jnp.abs(means[..., i] - targets[:, None, i]).mean()
+      for i, a in enumerate(("kappa", "rho", "eta"))
+    },
+  )
   new_state = TrainState(params, opt_state, state.step + 1, rng)
   return new_state, metrics, out.actions
 

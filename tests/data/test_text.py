@@ -8,10 +8,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from sol_jax.data import paths
-from sol_jax.data import pipeline
-from sol_jax.data import text
-from sol_jax.data import tokens
+from sol_jax.data import paths, pipeline, text, tokens
 
 
 def _real_data_dir():
@@ -41,20 +38,21 @@ def _ref_ids(tok, docs):
 
 # --- detokenize ------------------------------------------------------------
 
-@pytest.mark.parametrize('src, want', [
+
+@pytest.mark.parametrize(
+  'src, want',
+  [
     (' = Robert Boulter = ', '= Robert Boulter ='),
     (' = = = Early life = = = ', '=== Early life ==='),
     (' a guest @-@ starring role ', 'a guest-starring role'),
     ('1 @,@ 000 people and 3 @.@ 5 km', '1,000 people and 3.5 km'),
     ('He said " hello , world " .', 'He said "hello, world".'),
-    ("Teddy 's Story ( 2004 ) ; isn 't it ?",
-     "Teddy's Story (2004); isn't it?"),
-    ("they 've gone , we 'll see , I 'm here",
-     "they've gone, we'll see, I'm here"),
+    ("Teddy 's Story ( 2004 ) ; isn 't it ?", "Teddy's Story (2004); isn't it?"),
+    ("they 've gone , we 'll see , I 'm here", "they've gone, we'll see, I'm here"),
     ('$ 25 million : 5 % of <unk> [ 1 ] !', '$25 million: 5% of <unk> [1]!'),
-    ('Hello, world. (Plain text) is unchanged.',
-     'Hello, world. (Plain text) is unchanged.'),
-])
+    ('Hello, world. (Plain text) is unchanged.', 'Hello, world. (Plain text) is unchanged.'),
+  ],
+)
 def test_detokenize_examples(src, want):
   assert text.detokenize_wikitext(src) == want
 
@@ -81,8 +79,7 @@ def test_read_xz_same_as_plain(tmp_path):
   with lzma.open(p, 'wb') as f:
     f.write(RAW)
   assert text.read_text_file(p) == WANT
-  assert text.read_text_file(p, detokenize=True) == (
-      'first line, here\nsecond\tline\nlast')
+  assert text.read_text_file(p, detokenize=True) == ('first line, here\nsecond\tline\nlast')
 
 
 def test_read_errors(tmp_path):
@@ -96,15 +93,16 @@ def test_read_errors(tmp_path):
 
 # --- data dir and named datasets -------------------------------------------
 
+
 def _fake_layout(root: pathlib.Path) -> pathlib.Path:
   (root / 'wikitext-2-raw/derived-test-only').mkdir(parents=True)
   (root / 'wikitext-2-raw/derived-test-only/wiki.test.raw').write_bytes(
-      b' = T = \r\n a @-@ b , c \r\n')
+    b' = T = \r\n a @-@ b , c \r\n'
+  )
   (root / 'wikitext-2').mkdir()
   (root / 'wikitext-2/wiki2.test.txt').write_text(' \n x , y \n')
   (root / 'train-corpus/wikitext-2').mkdir(parents=True)
-  (root / 'train-corpus/wikitext-2/wiki2.train.txt').write_text(
-      ' \n = H = \n a @-@ b , c \n')
+  (root / 'train-corpus/wikitext-2/wiki2.train.txt').write_text(' \n = H = \n a @-@ b , c \n')
   (root / 'train-corpus/gutenberg').mkdir()
   for name, body in [('pg9.txt.xz', b'nine\r\n'), ('pg10.txt.xz', b'ten\r\n')]:
     with lzma.open(root / 'train-corpus/gutenberg' / name, 'wb') as f:
@@ -143,12 +141,14 @@ def test_named_datasets(tmp_path):
   root = _fake_layout(tmp_path)
   files = paths.dataset_files('train-corpus', root)
   assert [f.path.name for f in files] == [
-      'wiki2.train.txt', 'pg10.txt.xz', 'pg9.txt.xz']  # sorted by name
+    'wiki2.train.txt',
+    'pg10.txt.xz',
+    'pg9.txt.xz',
+  ]  # sorted by name
   assert [f.detokenize for f in files] == [True, False, False]
   docs = text.load_text('train-corpus', root)
   assert docs == ['= H =\na-b, c\n', 'ten\n', 'nine\n']
-  assert text.load_text('wikitext2-raw-test', root) == [
-      ' = T = \n a @-@ b , c \n']
+  assert text.load_text('wikitext2-raw-test', root) == [' = T = \n a @-@ b , c \n']
   assert text.load_text('wikitext2-test', root, detokenize=True) == ['x, y\n']
   # A relative path is also looked up under the data dir.
   assert text.load_text('wikitext-2/wiki2.test.txt', root) == [' x , y \n']
@@ -178,6 +178,7 @@ def test_hf_source_needs_datasets():
 
 
 # --- tokenization and blocks -----------------------------------------------
+
 
 class _WordTokenizer:
   """Toy tokenizer with a start-of-text marker: splitting is not neutral."""
@@ -221,31 +222,32 @@ def test_split_into_blocks_and_errors():
 
 
 def test_blocks_are_slices_of_stream_without_bos(tok):
-  docs = ['The cat sat on the mat.\nIt was happy.\n' * 20,
-          ' = Heading = \n Numbers 1 @,@ 000 and 3 @.@ 5 \n' * 15,
-          'short']
+  docs = [
+    'The cat sat on the mat.\nIt was happy.\n' * 20,
+    ' = Heading = \n Numbers 1 @,@ 000 and 3 @.@ 5 \n' * 15,
+    'short',
+  ]
   block_len = 37
   blocks = tokens.tokenize_to_blocks(docs, tok, block_len)
   ref = _ref_ids(tok, docs)
   n = len(ref) // block_len
   assert blocks.dtype == np.int32 and blocks.shape == (n, block_len)
   for i in range(n):
-    np.testing.assert_array_equal(
-        blocks[i], ref[i * block_len:(i + 1) * block_len])
+    np.testing.assert_array_equal(blocks[i], ref[i * block_len : (i + 1) * block_len])
   special = {tok.bos_token_id, tok.eos_token_id, tok.pad_token_id} - {None}
   assert not np.isin(blocks, list(special)).any()
   assert blocks[0, 0] == tok('The', add_special_tokens=False)['input_ids'][0]
   # SmolLM2 adds no BOS even when asked; a tokenizer that would must not
   # get the chance.
   np.testing.assert_array_equal(
-      tokens.tokenize_to_blocks(docs, _BosTokenizer(tok), block_len), blocks)
+    tokens.tokenize_to_blocks(docs, _BosTokenizer(tok), block_len), blocks
+  )
 
 
 @pytest.mark.skipif(_real_data_dir() is None, reason='no data dir')
 def test_chunked_equals_whole_on_real_text(tok):
   root = _real_data_dir()
-  raw = text.read_text_file(
-      root / 'wikitext-2-raw/derived-test-only/wiki.test.raw')
+  raw = text.read_text_file(root / 'wikitext-2-raw/derived-test-only/wiki.test.raw')
   wiki = '\n'.join(raw.split('\n')[:200]) + '\n'
   # Moby-Dick's extracts are indented lines: those are not split points.
   book = text.read_text_file(root / 'train-corpus/gutenberg/pg2701.txt.xz')
@@ -273,8 +275,7 @@ def test_token_cache_is_used_and_atomic(tok, tmp_path, monkeypatch):
     raise AssertionError('should have used the cache')
 
   monkeypatch.setattr(tokens, 'tokenize_texts', boom)
-  np.testing.assert_array_equal(
-      tokens.tokenize_to_blocks(docs, tok, 16, cache_dir=cache), first)
+  np.testing.assert_array_equal(tokens.tokenize_to_blocks(docs, tok, 16, cache_dir=cache), first)
   # Different text -> different key -> recompute (here: boom).
   with pytest.raises(AssertionError, match='cache'):
     tokens.tokenize_to_blocks(['other'], tok, 16, cache_dir=cache)
@@ -291,13 +292,11 @@ def test_text_blocks_cache_tracks_file_changes(tok, tmp_path):
   p = root / 'wikitext-2/wiki2.test.txt'
   p.write_text(' a b c d e f g h i j k l m n o p \n' * 4)
   b1 = tokens.text_blocks('wikitext2-test', tok, 8, root, cache_dir=cache)
-  np.testing.assert_array_equal(
-      b1.ravel(), _ref_ids(tok, [p.read_text()])[:b1.size])
+  np.testing.assert_array_equal(b1.ravel(), _ref_ids(tok, [p.read_text()])[: b1.size])
   p.write_text(' q r s t u v w x y z A B C D E F \n' * 4)  # same size
   os.utime(p, ns=(1, 1))
   b2 = tokens.text_blocks('wikitext2-test', tok, 8, root, cache_dir=cache)
-  np.testing.assert_array_equal(
-      b2.ravel(), _ref_ids(tok, [p.read_text()])[:b2.size])
+  np.testing.assert_array_equal(b2.ravel(), _ref_ids(tok, [p.read_text()])[: b2.size])
   assert len(list(cache.glob('*.npy'))) == 2
 
 
@@ -348,8 +347,7 @@ def test_iterator_state_restore_exact(tmp_path):
     next(it)
   pipeline.save_iterator_state(tmp_path / 'ckpt', it)
   want = [np.asarray(next(it)) for _ in range(2)]
-  fresh = pipeline.make_iterator(
-      pipeline.make_block_dataset(BLOCKS, 3, shuffle=True, seed=1234))
+  fresh = pipeline.make_iterator(pipeline.make_block_dataset(BLOCKS, 3, shuffle=True, seed=1234))
   fresh = pipeline.restore_iterator_state(tmp_path / 'ckpt', fresh)
   for w in want:
     np.testing.assert_array_equal(np.asarray(next(fresh)), w)
@@ -368,5 +366,5 @@ def test_pipeline_errors(tmp_path):
     pipeline.make_block_dataset(BLOCKS, 30, True)
   with pytest.raises(FileNotFoundError, match='no iterator checkpoint'):
     pipeline.restore_iterator_state(
-        tmp_path / 'none', pipeline.make_iterator(
-            pipeline.make_eval_dataset(BLOCKS, 2)))
+      tmp_path / 'none', pipeline.make_iterator(pipeline.make_eval_dataset(BLOCKS, 2))
+    )

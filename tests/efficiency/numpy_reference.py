@@ -6,6 +6,7 @@ kept channels, rounding) also report a `margin`: how far the deciding value was
 from flipping. Tests comparing a float64 reference with float32 JAX use it to
 prove that a seed has no accidental near-tie.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,6 +17,7 @@ F32 = np.float32
 
 
 # ---- selection and budgets --------------------------------------------------
+
 
 def top_k_mask_ref(x, k):
   """x >= (k-th largest of each row along the last axis). k: int or [rows] ints."""
@@ -45,6 +47,7 @@ def prune_count_ref(rho, width: int, dtype=np.float32) -> int:
 
 # ---- attention sparsity (§4.2) ---------------------------------------------
 
+
 def quest_keep_ref(q, keys, kappa, page_size: int):
   """Quest mask for one row and its current token (method §4.2.1).
 
@@ -67,13 +70,13 @@ def quest_keep_ref(q, keys, kappa, page_size: int):
   for h in range(heads):
     scores = []
     for p in range(total_pages):
-      page = keys[p * page_size:min((p + 1) * page_size, kv_len), h]  # valid keys only
+      page = keys[p * page_size : min((p + 1) * page_size, kv_len), h]  # valid keys only
       low, high = page.min(axis=0), page.max(axis=0)
       scores.append(sum(max(q[h, d] * high[d], q[h, d] * low[d]) for d in range(dh)))
     threshold = sorted(scores, reverse=True)[n_pages - 1]
     for p, score in enumerate(scores):
       if score >= threshold:
-        keep[h, p * page_size:min((p + 1) * page_size, kv_len)] = True
+        keep[h, p * page_size : min((p + 1) * page_size, kv_len)] = True
       else:
         margin = min(margin, threshold - score)
     if not keep[h].any():
@@ -118,6 +121,7 @@ def relevancy_keep_ref(logits, kappa, sink: int, window: int):
 
 # ---- MLP compression (§4.3, §4.4) ------------------------------------------
 
+
 def prune_ref(u, rho, count_dtype=np.float32):
   """Zeroes all but the channels with |u_i| >= k-th largest |u| (one token u [D]).
 
@@ -155,6 +159,7 @@ def fake_quantize_ref(y, bits: int):
 
 # ---- one whole controlled decode step (§4.1) --------------------------------
 
+
 def _rms_norm(x, scale, eps):
   return x / np.sqrt(np.mean(x * x) + eps) * scale
 
@@ -176,8 +181,9 @@ def _silu(x):
   return x / (1.0 + np.exp(-x))
 
 
-def decode_step_ref(params, cfg, token: int, position: int, past_k, past_v, control=None,
-                    page_size: int = 8):
+def decode_step_ref(
+  params, cfg, token: int, position: int, past_k, past_v, control=None, page_size: int = 8
+):
   """One token of one row through the whole Llama in fp64.
 
   past_k/past_v: per layer, [n_past, Hkv, dh] keys (RoPE'd) / values of every

@@ -1,4 +1,5 @@
 """Tests for the action grid, its variants and effective-step forcing."""
+
 import itertools
 
 import jax
@@ -9,12 +10,35 @@ import pytest
 from sol_jax.efficiency import actions as A
 from sol_jax.efficiency.actions import ActionSpace, ActionVariant, load_action_variant
 
-OFFICIAL = ("2L", "3L", "FL", "FL336", "C-K10K100", "C-K20K100", "C-K40K100", "P-S30S100",
-            "P-S40S100", "P-S50S100", "Q-Q5Q10", "Q-Q5Q16", "Q-Q6Q16")
+OFFICIAL = (
+  "2L",
+  "3L",
+  "FL",
+  "FL336",
+  "C-K10K100",
+  "C-K20K100",
+  "C-K40K100",
+  "P-S30S100",
+  "P-S40S100",
+  "P-S50S100",
+  "Q-Q5Q10",
+  "Q-Q5Q16",
+  "Q-Q6Q16",
+)
 
 
-@pytest.mark.parametrize("name,count", [("FL", 1560), ("FL336", 336), ("3L", 27), ("2L", 8),
-                                        ("C-K10K100", 2), ("P-S40S100", 2), ("Q-Q5Q10", 2)])
+@pytest.mark.parametrize(
+  "name,count",
+  [
+    ("FL", 1560),
+    ("FL336", 336),
+    ("3L", 27),
+    ("2L", 8),
+    ("C-K10K100", 2),
+    ("P-S40S100", 2),
+    ("Q-Q5Q10", 2),
+  ],
+)
 def test_variant_sizes(name, count):
   assert load_action_variant(name).space.num_actions == count
 
@@ -47,12 +71,18 @@ def _brute_force(keep, prune_tags, quant_tags):
   return kappa, rho, bits
 
 
-@pytest.mark.parametrize("cfg", [
-    (load_action_variant("FL").space.keep_fracs, load_action_variant("FL").space.struct_prune_choices,
-     load_action_variant("FL").space.quant_choices),
+@pytest.mark.parametrize(
+  "cfg",
+  [
+    (
+      load_action_variant("FL").space.keep_fracs,
+      load_action_variant("FL").space.struct_prune_choices,
+      load_action_variant("FL").space.quant_choices,
+    ),
     ([0.1, 0.6, 1.0], ["s40", "s80", "s100"], ["q5", "q7", "q16"]),
     ([1.0, 0.3], ["s100", "s50", "s70"], ["q16", "q4"]),  # unsorted lists keep their order
-])
+  ],
+)
 def test_index_layout_matches_itertools_product(cfg):
   space = ActionSpace.from_config(*cfg)
   kappa, rho, bits = _brute_force(*cfg)
@@ -78,7 +108,11 @@ def test_tags_and_lookup():
 def test_dense_and_forced_indices():
   space = load_action_variant("FL").space
   assert space.dense_index == space.num_actions - 1
-  assert (space.kappa[space.dense_index], space.rho[space.dense_index], space.bits[space.dense_index]) == (1, 1, 16)
+  assert (
+    space.kappa[space.dense_index],
+    space.rho[space.dense_index],
+    space.bits[space.dense_index],
+  ) == (1, 1, 16)
   # First match wins when the dense combination is not last in list order.
   space = ActionSpace.from_config([1.0, 0.5], ["s100", "s50"], ["q16", "q8"])
   assert space.dense_index == 0
@@ -100,7 +134,9 @@ def test_single_level_axes_and_penalty_weights():
   assert q.penalty_weights(100, 100, 200) == (0.0, 0.0, 200.0)
 
 
-@pytest.mark.parametrize("keep,prune,quant,match", [
+@pytest.mark.parametrize(
+  "keep,prune,quant,match",
+  [
     ([0.1, 1.0], ["S40"], ["q16"], "malformed"),
     ([0.1, 1.0], ["40"], ["q16"], "malformed"),
     ([0.1, 1.0], [40], ["q16"], "malformed"),
@@ -118,7 +154,8 @@ def test_single_level_axes_and_penalty_weights():
     ([0.1, 1.0], [], ["q16"], "empty"),
     ([0.1, 0.5], ["s100"], ["q16"], "no dense action"),
     ("0.1", ["s100"], ["q16"], "must be a list"),
-])
+  ],
+)
 def test_strict_parsing(keep, prune, quant, match):
   with pytest.raises(ValueError, match=match):
     ActionSpace.from_config(keep, prune, quant)
@@ -150,10 +187,13 @@ def test_effective_and_force_dense():
   np.testing.assert_array_equal(eff, np.arange(1, 12) > 7)
   chosen = jnp.zeros_like(kv_len)
   executed = jax.jit(A.force_dense, static_argnums=2)(chosen, eff, space)
-  np.testing.assert_array_equal(executed, np.where(np.arange(1, 12) > 7, 0, space.forced_dense_index))
+  np.testing.assert_array_equal(
+    executed, np.where(np.arange(1, 12) > 7, 0, space.forced_dense_index)
+  )
   rows = jnp.array([[3, 5], [7, 1]])
-  np.testing.assert_array_equal(A.force_dense(rows, jnp.array([True, False]), load_action_variant("2L").space),
-                                [[3, 7], [7, 7]])
+  np.testing.assert_array_equal(
+    A.force_dense(rows, jnp.array([True, False]), load_action_variant("2L").space), [[3, 7], [7, 7]]
+  )
 
 
 def test_yaml_errors(tmp_path):
@@ -163,11 +203,11 @@ def test_yaml_errors(tmp_path):
     ActionSpace.from_yaml(tmp_path / "missing.yaml")
   good = "keep_fracs: [0.1, 1.0]\nstruct_prune_choices: [s100]\nquant_choices: [q16]\n"
   cases = {
-      "missing.yaml": good,
-      "unknown.yaml": good + "sparsity_criteria: quest\npage_size: 4\nextra: 1\n",
-      "criteria.yaml": good + "sparsity_criteria: topk\npage_size: 4\n",
-      "page.yaml": good + "sparsity_criteria: quest\npage_size: 0\n",
-      "list.yaml": "- 1\n- 2\n",
+    "missing.yaml": good,
+    "unknown.yaml": good + "sparsity_criteria: quest\npage_size: 4\nextra: 1\n",
+    "criteria.yaml": good + "sparsity_criteria: topk\npage_size: 4\n",
+    "page.yaml": good + "sparsity_criteria: quest\npage_size: 0\n",
+    "list.yaml": "- 1\n- 2\n",
   }
   for fname, text in cases.items():
     (tmp_path / fname).write_text(text)

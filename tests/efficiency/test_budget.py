@@ -1,4 +1,5 @@
 """Budget accounting against hand-computed small cases (method §7)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,11 +25,13 @@ def test_step_usage_is_nominal():
 
 
 def test_episode_averages_hand_computed():
-  actions = jnp.array([
+  actions = jnp.array(
+    [
       [idx(0.2, 0.4, 4), idx(1.0, 0.8, 4), idx(0.2, 0.8, 16)],
       [idx(1.0, 0.8, 16), idx(0.2, 0.4, 4), idx(0.2, 0.4, 16)],
       [idx(0.2, 0.4, 4), idx(0.2, 0.4, 4), idx(0.2, 0.4, 4)],
-  ])
+    ]
+  )
   effective = jnp.array([[1, 1, 1], [0, 1, 1], [0, 0, 0]], bool)
   avg = jax.jit(budget.episode_averages, static_argnums=2)(actions, effective, SPACE)
   # Row 0: κ (0.2+1+0.2)/3, ρ/ρmax (0.5+1+1)/3, η (0.25+0.25+1)/3.
@@ -40,8 +43,9 @@ def test_episode_averages_hand_computed():
 
 
 def test_pooled_realized_is_not_divided_by_rho_max():
-  actions = jnp.array([[idx(0.2, 0.4, 4), idx(1.0, 0.8, 16)],
-                       [idx(1.0, 0.4, 16), idx(0.2, 0.8, 16)]])
+  actions = jnp.array(
+    [[idx(0.2, 0.4, 4), idx(1.0, 0.8, 16)], [idx(1.0, 0.4, 16), idx(0.2, 0.8, 16)]]
+  )
   effective = jnp.array([[True, True], [False, True]])
   out = budget.pooled_realized(actions, effective, SPACE)
   # Effective steps: (0.2, 0.4, 4), (1.0, 0.8, 16), (0.2, 0.8, 16).
@@ -61,8 +65,10 @@ def test_running_means_and_accumulate():
   usage = budget.Usage.zeros((2,))
   first = budget.running_means(usage, targets, SPACE)
   np.testing.assert_allclose(np.stack(first), [[0.3, 0.3], [0.7, 0.7], [0.5, 0.5]])  # deviation 0
-  steps = [jnp.array([idx(0.2, 0.4, 4), idx(1.0, 0.8, 16)]),
-           jnp.array([idx(1.0, 0.8, 16), idx(0.2, 0.4, 4)])]
+  steps = [
+    jnp.array([idx(0.2, 0.4, 4), idx(1.0, 0.8, 16)]),
+    jnp.array([idx(1.0, 0.8, 16), idx(0.2, 0.4, 4)]),
+  ]
   usage = budget.accumulate(usage, steps[0], jnp.array([True, False]), SPACE)
   after = budget.running_means(usage, targets, SPACE)
   # Row 0 has one effective step; row 1 none yet (still the target).
@@ -91,4 +97,6 @@ def test_matches_numpy_loop_on_random_schedules(seed):
     kap = sum(SPACE.keep_fracs[SPACE.levels_of(a)[0]] for a in picked) / n
     rho = sum(SPACE.prune_fracs[SPACE.levels_of(a)[1]] / 0.8 for a in picked) / n
     eta = sum(SPACE.quant_bits[SPACE.levels_of(a)[2]] / 16 for a in picked) / n
-    np.testing.assert_allclose([avg.kappa[r], avg.rho[r], avg.eta[r]], [kap, rho, eta], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+      [avg.kappa[r], avg.rho[r], avg.eta[r]], [kap, rho, eta], rtol=1e-5, atol=1e-7
+    )

@@ -5,6 +5,7 @@ re-implementation of whole controlled steps (Quest, pruning, fake-quant in
 every layer) agrees with `schedule_step`; (c) controls never leak into a later
 dense prefill or dense step.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -39,8 +40,10 @@ def make_params(lm_params):
 
 def make_tokens():
   rng = np.random.default_rng(2)
-  return (rng.integers(0, CFG.vocab_size, size=(B, C)).astype(np.int32),
-          rng.integers(0, CFG.vocab_size, size=(T, B)).astype(np.int32))
+  return (
+    rng.integers(0, CFG.vocab_size, size=(B, C)).astype(np.int32),
+    rng.integers(0, CFG.vocab_size, size=(T, B)).astype(np.int32),
+  )
 
 
 def sample_controls(rng):
@@ -106,12 +109,14 @@ def test_controlled_steps_match_numpy_reference(params, tokens):
   for t in range(T):
     kappa, rho, bits = sample_controls(rng)
     controls = make_controls(kappa, rho, bits, page_size=PAGE)
-    got_logits, got_hidden, suffix = _step(params, CFG, jnp.asarray(steps[t]), prefix, aux,
-                                           suffix, controls)
+    got_logits, got_hidden, suffix = _step(
+      params, CFG, jnp.asarray(steps[t]), prefix, aux, suffix, controls
+    )
     for (b, k), (ks, vs) in caches.items():
       control = (kappa[b, k], rho[b, k], bits[b, k])
       want_logits, want_hidden, nk, nv, m = ref.decode_step_ref(
-          params, CFG, int(steps[t, b]), C + t, ks, vs, control, PAGE)
+        params, CFG, int(steps[t, b]), C + t, ks, vs, control, PAGE
+      )
       caches[b, k] = (np.concatenate([ks, nk[:, None]], 1), np.concatenate([vs, nv[:, None]], 1))
       margins = {name: min(margins[name], m[name]) for name in margins}
       where = f"step {t} row ({b},{k}) controls {control}"
@@ -132,8 +137,9 @@ def test_controls_never_leak_into_later_dense_calls(params, tokens):
   empty = decode.new_suffix(CFG, B, K, T)
   dense_before = _dense_step(params, CFG, jnp.asarray(steps[0]), prefix, empty)
 
-  harsh = make_controls(np.full((B, K), 0.1), np.full((B, K), 0.4), np.full((B, K), 2),
-                        page_size=PAGE)
+  harsh = make_controls(
+    np.full((B, K), 0.1), np.full((B, K), 0.4), np.full((B, K), 2), page_size=PAGE
+  )
   suffix = empty
   for t in range(2):
     controlled, _, suffix = _step(params, CFG, jnp.asarray(steps[t]), prefix, aux, suffix, harsh)

@@ -1,18 +1,37 @@
 """FLOPs cost model: dense identity, monotonicity, hand-computed values."""
+
 import numpy as np
 import pytest
 
 from sol_jax.efficiency import flops
-from sol_jax.efficiency.actions import ActionSpace, load_action_variant
+from sol_jax.efficiency.actions import load_action_variant
 from sol_jax.models.config import ModelConfig
 
-TINY = ModelConfig(vocab_size=32, hidden_size=8, intermediate_size=16, num_layers=2, num_heads=2,
-                   num_kv_heads=1, head_dim=4)
+TINY = ModelConfig(
+  vocab_size=32,
+  hidden_size=8,
+  intermediate_size=16,
+  num_layers=2,
+  num_heads=2,
+  num_kv_heads=1,
+  head_dim=4,
+)
 # Llama-3.2-1B dimensions.
-LLAMA_1B = ModelConfig(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_layers=16,
-                       num_heads=32, num_kv_heads=8, head_dim=64)
-MODES = [dict(), dict(token_count="pages", page_size=8), dict(quest_overhead=True, page_size=8),
-         dict(token_count="pages", page_size=4, quest_overhead=True)]
+LLAMA_1B = ModelConfig(
+  vocab_size=128256,
+  hidden_size=2048,
+  intermediate_size=8192,
+  num_layers=16,
+  num_heads=32,
+  num_kv_heads=8,
+  head_dim=64,
+)
+MODES = [
+  dict(),
+  dict(token_count="pages", page_size=8),
+  dict(quest_overhead=True, page_size=8),
+  dict(token_count="pages", page_size=4, quest_overhead=True),
+]
 
 
 @pytest.mark.parametrize("kwargs", MODES)
@@ -38,10 +57,13 @@ def test_hand_computed_tiny():
   # Pages of S=4: n=5 -> 2 pages = 8 tokens: attn 256 -> 2*(384+256+256+128) + 512 = 2560.
   np.testing.assert_allclose(flops.decode_flops(TINY, **kw, token_count="pages", page_size=4), 2560)
   # Quest scoring: 2*H*dh*ceil(10/4) = 48 per layer.
-  np.testing.assert_allclose(flops.decode_flops(TINY, **kw, quest_overhead=True, page_size=4), 2368 + 96)
+  np.testing.assert_allclose(
+    flops.decode_flops(TINY, **kw, quest_overhead=True, page_size=4), 2368 + 96
+  )
   # Rounding up: κ=0.15 of 10 -> n=ceil(1.5)=2; ρ=0.3 of 8 -> k=ceil(2.4)=3.
-  np.testing.assert_allclose(flops.decode_flops(TINY, 0.15, 0.3, 16, 10),
-                             2 * (384 + 4 * 8 * 2 + 4 * 3 * 16 + 256) + 512)
+  np.testing.assert_allclose(
+    flops.decode_flops(TINY, 0.15, 0.3, 16, 10), 2 * (384 + 4 * 8 * 2 + 4 * 3 * 16 + 256) + 512
+  )
 
 
 def test_page_count_is_capped_at_kv_len():
@@ -54,7 +76,9 @@ def test_page_count_is_capped_at_kv_len():
 @pytest.mark.parametrize("kwargs", MODES[:3])
 def test_monotone_in_each_axis(kwargs):
   space = load_action_variant("FL").space
-  rel = np.asarray(flops.action_relative_flops(LLAMA_1B, space, 1040, **kwargs)).reshape(space.shape)
+  rel = np.asarray(flops.action_relative_flops(LLAMA_1B, space, 1040, **kwargs)).reshape(
+    space.shape
+  )
   assert np.all(np.diff(rel, axis=0) > 0)  # κ
   assert np.all(np.diff(rel, axis=1) > 0)  # ρ
   assert np.all(np.diff(rel, axis=2) > 0)  # b
@@ -65,8 +89,11 @@ def test_schedule_relative_flops_pools_over_steps():
   actions = np.array([[0, space.dense_index, 13], [26, 5, 5]])
   kv = np.array([1025, 1026, 1027])
   got = flops.schedule_relative_flops(LLAMA_1B, space, actions, kv)
-  spent = sum(float(flops.decode_flops(LLAMA_1B, space.kappa[a], space.rho[a], space.bits[a], kv[t]))
-              for row in actions for t, a in enumerate(row))
+  spent = sum(
+    float(flops.decode_flops(LLAMA_1B, space.kappa[a], space.rho[a], space.bits[a], kv[t]))
+    for row in actions
+    for t, a in enumerate(row)
+  )
   dense = 2 * sum(float(flops.dense_decode_flops(LLAMA_1B, k)) for k in kv)
   np.testing.assert_allclose(got, spent / dense, rtol=1e-6)
 

@@ -1,4 +1,5 @@
 """MLP-input pruning (method §4.3) and MLP-output fake quantization (§4.4) vs numpy."""
+
 import jax
 import jax.numpy as jnp
 import ml_dtypes
@@ -18,28 +19,32 @@ _quantize = jax.jit(mlp.fake_quantize)
 def expected_prune(u, rho, count_dtype=np.float32):
   u = np.asarray(u)
   flat = u.reshape(u.shape[0], -1, u.shape[-1])
-  out = np.stack([np.stack([ref.prune_ref(tok, r, count_dtype)[0] for tok in row])
-                  for row, r in zip(flat, rho)])
+  out = np.stack(
+    [np.stack([ref.prune_ref(tok, r, count_dtype)[0] for tok in row]) for row, r in zip(flat, rho)]
+  )
   return out.reshape(u.shape)
 
 
 def expected_quantize(y, bits):
   y = np.asarray(y)
   flat = y.reshape(y.shape[0], -1, y.shape[-1])
-  out = np.stack([np.stack([ref.fake_quantize_ref(tok, int(b))[0] for tok in row])
-                  for row, b in zip(flat, bits)])
+  out = np.stack(
+    [np.stack([ref.fake_quantize_ref(tok, int(b))[0] for tok in row]) for row, b in zip(flat, bits)]
+  )
   return out.reshape(y.shape)
 
 
 # ---- pruning ---------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_prune_count_matches_activation_dtype_arithmetic(dtype):
   rhos = np.round(np.arange(0.0, 1.0001, 0.01), 2).astype(np.float32)
   for width in (7, 32, 37, 2048):
     got = np.asarray(mlp.prune_count(jnp.asarray(rhos), width, jnp.dtype(dtype)))
-    want = [ref.prune_count_ref(r, width, BF16 if dtype == "bfloat16" else np.float32)
-            for r in rhos]
+    want = [
+      ref.prune_count_ref(r, width, BF16 if dtype == "bfloat16" else np.float32) for r in rhos
+    ]
     np.testing.assert_array_equal(got, want, err_msg=f"D={width}")
 
 
@@ -68,9 +73,14 @@ def test_prune_keeps_every_tie_with_the_threshold():
   rho = np.array([0.125, 0.5, 0.875], np.float32)  # k = 1, 4, 7
   got = np.asarray(_prune(jnp.asarray(u), jnp.asarray(rho)))
   np.testing.assert_array_equal(got, expected_prune(u, rho))
-  np.testing.assert_array_equal(got[:, 0], [[3, -3, 0, 0, 0, 0, 0, 0],  # k=1: both 3s
-                                            [3, -3, 2, -2, 2, 0, 0, 0],  # k=4: every |2|
-                                            [3, -3, 2, -2, 2, 1, -0.5, 0]])  # k=7
+  np.testing.assert_array_equal(
+    got[:, 0],
+    [
+      [3, -3, 0, 0, 0, 0, 0, 0],  # k=1: both 3s
+      [3, -3, 2, -2, 2, 0, 0, 0],  # k=4: every |2|
+      [3, -3, 2, -2, 2, 1, -0.5, 0],
+    ],
+  )  # k=7
 
 
 @pytest.mark.parametrize("dtype", [np.float32, BF16])
@@ -80,14 +90,16 @@ def test_prune_rho_one_is_bit_identical(dtype):
   u[0, 0, :5] = 0  # zeros tie at the bottom: still kept
   got = np.asarray(_prune(jnp.asarray(u), jnp.ones((3,), jnp.float32)))
   assert got.dtype == u.dtype
-  assert np.array_equal(got.view(np.uint16 if dtype == BF16 else np.uint32),
-                        u.view(np.uint16 if dtype == BF16 else np.uint32))
+  assert np.array_equal(
+    got.view(np.uint16 if dtype == BF16 else np.uint32),
+    u.view(np.uint16 if dtype == BF16 else np.uint32),
+  )
 
 
 def test_prune_bf16_uses_bf16_count():
   rng = np.random.default_rng(2)
   # 2048 distinct bf16-exact magnitudes 2^e·(1 + m/128): the kept count is exactly k.
-  mags = np.array([2.0 ** e * (1 + m / 128) for e in range(-8, 8) for m in range(128)])
+  mags = np.array([2.0**e * (1 + m / 128) for e in range(-8, 8) for m in range(128)])
   u = rng.permutation(mags)[None, None] * rng.choice([-1, 1], size=(1, 1, 2048))
   u = np.concatenate([u, u]).astype(np.float32).astype(BF16)
   rho = np.array([0.6, 0.45], np.float32)
@@ -99,10 +111,11 @@ def test_prune_bf16_uses_bf16_count():
 
 # ---- quantization ----------------------------------------------------------------
 
+
 def test_quantize_matches_reference():
   rng = np.random.default_rng(3)
   bits = np.array([2, 5, 8, 15, 16, 2, 5, 8, 15, 16], np.int32)
-  y = (rng.normal(size=(len(bits), 1, 48)) * rng.uniform(0.01, 100, size=(len(bits), 1, 1)))
+  y = rng.normal(size=(len(bits), 1, 48)) * rng.uniform(0.01, 100, size=(len(bits), 1, 1))
   y = y.astype(np.float32)
   y[5:] = 0  # all-zero rows: the 1e-8 scale floor keeps them zero
   got = np.asarray(_quantize(jnp.asarray(y), jnp.asarray(bits)))
@@ -111,7 +124,7 @@ def test_quantize_matches_reference():
   assert np.isfinite(got).all()
   assert not got[5:].any()
   for row, b in enumerate(bits[:4]):  # at most 2·qmax+1 distinct levels per token
-    assert len(np.unique(got[row])) <= 2 ** b - 1
+    assert len(np.unique(got[row])) <= 2**b - 1
 
 
 def test_quantize_rounds_half_to_even():
@@ -139,8 +152,9 @@ def test_quantize_bf16_computes_in_fp32_and_casts_back():
   y = rng.normal(size=(4, 1, 32)).astype(np.float32).astype(BF16)
   got = np.asarray(_quantize(jnp.asarray(y), jnp.asarray(bits)))
   assert got.dtype == BF16
-  np.testing.assert_array_equal(got.astype(np.float32),
-                                expected_quantize(y, bits).astype(np.float32))
+  np.testing.assert_array_equal(
+    got.astype(np.float32), expected_quantize(y, bits).astype(np.float32)
+  )
 
 
 @pytest.mark.parametrize("bad", [1, 17])

@@ -4,6 +4,7 @@ Keys and queries are rounded to multiples of 1/8, so every Quest page score is
 exact in fp32 and fp64 alike: the masks can be compared exactly, including the
 exact ties that the method doc requires to be kept.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,6 +31,7 @@ def grid(rng, shape, scale=1.0):
 
 
 # ---- top_k_mask -------------------------------------------------------------
+
 
 def test_top_k_mask_matches_sorted_threshold():
   rng = np.random.default_rng(0)
@@ -67,6 +69,7 @@ def test_top_k_mask_signed_zeros_tie():
 
 # ---- token budget -------------------------------------------------------------
 
+
 def test_token_budget_matches_fp32_ceil():
   kappas = np.array([0.0, 0.01, 0.1, 0.2, 0.3, 0.7, 0.9, 1.0], np.float32)
   for kv_len in (1, 5, 17, 1001, 1025, 1040, 1041):
@@ -77,24 +80,31 @@ def test_token_budget_matches_fp32_ceil():
 
 # ---- Quest ----------------------------------------------------------------------
 
+
 def run_quest(q, prefix_k, suffix_k, t, kappa, page_size):
   """JAX Quest on q [B, H, dh] -> keep [B, H, C+t+1] over the full visible sequence."""
   b, heads, dh = q.shape
   hkv = prefix_k.shape[1]
   lo, hi = sparsity.prefix_page_bounds(
-      PrefixCache(k=jnp.asarray(prefix_k)[None], v=jnp.zeros_like(prefix_k)[None]), page_size)
-  keep_p, keep_s = _quest(jnp.asarray(q).reshape(b, hkv, heads // hkv, dh), (lo[0], hi[0]),
-                          jnp.asarray(suffix_k), jnp.int32(t), jnp.asarray(kappa, jnp.float32),
-                          page_size=page_size)
+    PrefixCache(k=jnp.asarray(prefix_k)[None], v=jnp.zeros_like(prefix_k)[None]), page_size
+  )
+  keep_p, keep_s = _quest(
+    jnp.asarray(q).reshape(b, hkv, heads // hkv, dh),
+    (lo[0], hi[0]),
+    jnp.asarray(suffix_k),
+    jnp.int32(t),
+    jnp.asarray(kappa, jnp.float32),
+    page_size=page_size,
+  )
   keep_p, keep_s = np.asarray(keep_p), np.asarray(keep_s)
-  assert not keep_s[..., t + 1:].any(), "unwritten suffix slots must never be kept"
-  return np.concatenate([keep_p, keep_s[..., :t + 1]], axis=-1).reshape(b, heads, -1)
+  assert not keep_s[..., t + 1 :].any(), "unwritten suffix slots must never be kept"
+  return np.concatenate([keep_p, keep_s[..., : t + 1]], axis=-1).reshape(b, heads, -1)
 
 
 def expected_quest(q, prefix_k, suffix_k, t, kappa, page_size):
   keeps = []
   for row in range(q.shape[0]):
-    keys = np.concatenate([prefix_k[row], suffix_k[row, :, :t + 1]], axis=1)  # [Hkv, K, dh]
+    keys = np.concatenate([prefix_k[row], suffix_k[row, :, : t + 1]], axis=1)  # [Hkv, K, dh]
     keeps.append(ref.quest_keep_ref(q[row], keys.transpose(1, 0, 2), kappa[row], page_size)[0])
   return np.stack(keeps)
 
@@ -149,7 +159,7 @@ def test_quest_keeps_exact_ties_at_threshold(kappa, pages):
   want = expected_quest(q, prefix_k, suffix_k, 2, [kappa], 4)
   expect = np.zeros(19, bool)
   for p in pages:
-    expect[4 * p:4 * p + 4] = True
+    expect[4 * p : 4 * p + 4] = True
   assert (want[0] == expect).all()  # the construction does what it claims
   np.testing.assert_array_equal(run_quest(q, prefix_k, suffix_k, 2, [kappa], 4), want)
 
@@ -171,6 +181,7 @@ def test_prefix_page_bounds_rejects_misaligned_context():
 
 # ---- sink/window protection, recency, relevancy --------------------------------
 
+
 def test_protect_sink_window_forces_first_and_last_tokens():
   rng = np.random.default_rng(3)
   kappa = np.array([0.01, 0.2], np.float32)
@@ -179,16 +190,23 @@ def test_protect_sink_window_forces_first_and_last_tokens():
     q = grid(rng, (2, HKV * 2, DH))
     quest = expected_quest(q, prefix_k, suffix_k, t, kappa, 4)
     lo, hi = sparsity.prefix_page_bounds(
-        PrefixCache(k=jnp.asarray(prefix_k)[None], v=jnp.asarray(prefix_k)[None]), 4)
-    keep_p, keep_s = _quest(jnp.asarray(q).reshape(2, HKV, 2, DH), (lo[0], hi[0]),
-                            jnp.asarray(suffix_k), jnp.int32(t), jnp.asarray(kappa), page_size=4)
+      PrefixCache(k=jnp.asarray(prefix_k)[None], v=jnp.asarray(prefix_k)[None]), 4
+    )
+    keep_p, keep_s = _quest(
+      jnp.asarray(q).reshape(2, HKV, 2, DH),
+      (lo[0], hi[0]),
+      jnp.asarray(suffix_k),
+      jnp.int32(t),
+      jnp.asarray(kappa),
+      page_size=4,
+    )
     keep_p, keep_s = _protect(keep_p, keep_s, jnp.int32(t), sink=SINK, window=WINDOW)
     keep_s = np.asarray(keep_s)
-    assert not keep_s[..., t + 1:].any()
-    got = np.concatenate([np.asarray(keep_p), keep_s[..., :t + 1]], -1).reshape(2, HKV * 2, -1)
+    assert not keep_s[..., t + 1 :].any()
+    got = np.concatenate([np.asarray(keep_p), keep_s[..., : t + 1]], -1).reshape(2, HKV * 2, -1)
     want = ref.protect_sink_window_ref(quest, SINK, WINDOW)
     np.testing.assert_array_equal(got, want)
-    assert got[..., :SINK].all() and got[..., -(WINDOW + 1):].all()
+    assert got[..., :SINK].all() and got[..., -(WINDOW + 1) :].all()
     assert not quest[..., :SINK].all()  # κ=0.01 alone drops some sinks: the test has teeth
 
 
@@ -196,15 +214,23 @@ def test_protect_sink_window_forces_first_and_last_tokens():
 def test_recency_matches_reference(prefix_len):
   kappa = np.array([0.0, 0.05, 0.3, 0.55, 1.0], np.float32)
   for t in (0, 1, 2, 5, 10):
-    keep_p, keep_s = _recency(prefix_len, CAP, jnp.int32(t), jnp.asarray(kappa),
-                              sink=SINK, window=WINDOW)
     kv_len = prefix_len + t + 1
-    full = np.concatenate([np.broadcast_to(np.asarray(keep_p), (len(kappa), 1, 1, prefix_len)),
-                           np.broadcast_to(np.asarray(keep_s), (len(kappa), 1, 1, CAP))], -1)
+    keep_p, keep_s = _recency(
+      prefix_len, CAP, jnp.int32(t), jnp.asarray(kappa), sink=SINK, window=WINDOW
+    )
+    full = np.concatenate(
+      [
+        np.broadcast_to(np.asarray(keep_p), (len(kappa), 1, 1, prefix_len)),
+        np.broadcast_to(np.asarray(keep_s), (len(kappa), 1, 1, CAP)),
+      ],
+      -1,
+    )
     for row, k in enumerate(kappa):
-      np.testing.assert_array_equal(full[row, 0, 0, :kv_len],
-                                    ref.recency_keep_ref(kv_len, k, SINK, WINDOW),
-                                    err_msg=f"t={t} kappa={k}")
+      np.testing.assert_array_equal(
+        full[row, 0, 0, :kv_len],
+        ref.recency_keep_ref(kv_len, k, SINK, WINDOW),
+        err_msg=f"t={t} kappa={k}",
+      )
 
 
 @pytest.mark.parametrize("prefix_len", [2, 16])
@@ -213,20 +239,27 @@ def test_relevancy_matches_reference(prefix_len):
   kappa = np.array([0.0, 0.01, 0.3, 0.5, 1.0], np.float32)
   b, g = len(kappa), 2
   for t in (0, 2, 5, 10):
-    kv_len = prefix_len + t + 1
     # Small integers: many exact ties with the threshold.
     scores_p = rng.integers(-3, 4, size=(b, HKV, g, prefix_len)).astype(np.float32)
     scores_s = rng.integers(-3, 4, size=(b, HKV, g, CAP)).astype(np.float32)
-    scores_s[..., t + 1:] = 1e6  # unwritten slots: must never be chosen
-    keep_p, keep_s = _relevancy(jnp.asarray(scores_p), jnp.asarray(scores_s), jnp.int32(t),
-                                jnp.asarray(kappa), sink=SINK, window=WINDOW)
+    scores_s[..., t + 1 :] = 1e6  # unwritten slots: must never be chosen
+    keep_p, keep_s = _relevancy(
+      jnp.asarray(scores_p),
+      jnp.asarray(scores_s),
+      jnp.int32(t),
+      jnp.asarray(kappa),
+      sink=SINK,
+      window=WINDOW,
+    )
     keep_s = np.asarray(keep_s)
-    assert not keep_s[..., t + 1:].any()
-    got = np.concatenate([np.asarray(keep_p), keep_s[..., :t + 1]], -1)
-    logits = np.concatenate([scores_p, scores_s[..., :t + 1]], -1)
+    assert not keep_s[..., t + 1 :].any()
+    got = np.concatenate([np.asarray(keep_p), keep_s[..., : t + 1]], -1)
+    logits = np.concatenate([scores_p, scores_s[..., : t + 1]], -1)
     for row in range(b):
       for h in range(HKV):
         for j in range(g):
           np.testing.assert_array_equal(
-              got[row, h, j], ref.relevancy_keep_ref(logits[row, h, j], kappa[row], SINK, WINDOW),
-              err_msg=f"t={t} row={row} head={h},{j}")
+            got[row, h, j],
+            ref.relevancy_keep_ref(logits[row, h, j], kappa[row], SINK, WINDOW),
+            err_msg=f"t={t} row={row} head={h},{j}",
+          )

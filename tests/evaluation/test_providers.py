@@ -5,6 +5,7 @@ executed actions; the signals are recomputed from the replay's logits / hidden
 states in float64 numpy and fed to the offline `heuristic_schedule`, which must
 reproduce the actions the provider took inside the harness.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,8 +19,15 @@ from sol_jax.evaluation import perplexity
 from sol_jax.evaluation.fixed import FixedAllocator
 from sol_jax.evaluation.harness import run_controlled
 from sol_jax.evaluation.heuristics import heuristic_schedule
+from sol_jax.evaluation.providers import (
+  DAC,
+  EMC,
+  STATIC,
+  HeuristicProvider,
+  MixedInputs,
+  MixedProvider,
+)
 from sol_jax.evaluation.random_schedules import RandomScheduler
-from sol_jax.evaluation.providers import DAC, EMC, STATIC, HeuristicProvider, MixedInputs, MixedProvider
 from sol_jax.models import llama
 from tests.tiny_models import TINY_LLAMA as CFG
 
@@ -63,11 +71,12 @@ def replay(params, blocks, actions, space, st):
     logits.append(np.asarray(lg, np.float64))
     hidden.append(np.asarray(h, np.float64))
   logits, hidden = np.stack(logits, 2), np.stack(hidden, 2)  # [B, K, T, ...]
-  labels = np.asarray(blocks)[:, C + 1:C + T + 1]
+  labels = np.asarray(blocks)[:, C + 1 : C + T + 1]
   logp = logits - logits.max(-1, keepdims=True)
   logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
-  nll = -np.take_along_axis(logp, np.broadcast_to(labels[:, None, :, None], logp.shape[:3] + (1,)),
-                            -1)[..., 0]
+  nll = -np.take_along_axis(
+    logp, np.broadcast_to(labels[:, None, :, None], logp.shape[:3] + (1,)), -1
+  )[..., 0]
   return np.asarray(logits0, np.float64), np.asarray(h0, np.float64), logits, hidden, nll
 
 
@@ -86,15 +95,17 @@ def signals(kind, params, blocks, rep):
   """Method §12.5 signals [B, K, T] from a replay, independently of the harness."""
   logits0, h0, logits, hidden, _ = rep
   if kind == "emc":  # previous step's distribution; the prefill's last logits at t = 0
-    prev = np.concatenate([np.broadcast_to(logits0[:, None, None], (B, K, 1, CFG.vocab_size)),
-                           logits[:, :, :-1]], axis=2)
+    prev = np.concatenate(
+      [np.broadcast_to(logits0[:, None, None], (B, K, 1, CFG.vocab_size)), logits[:, :, :-1]],
+      axis=2,
+    )
     return np_entropy(prev)
   emb = np.asarray(params["embed"]["embedding"], np.float64)
   tok = np.asarray(blocks)
   u0 = np.broadcast_to(np_drift(emb[tok[:, C - 1]], emb[tok[:, C]])[:, None, None], (B, K, 1))
   # h_{-1} is the prefill's last hidden state: h sequence h_{-1}, h_0, ..., h_{T-2}.
   hs = np.concatenate([np.broadcast_to(h0[:, None, None], (B, K, 1, CFG.hidden_size)), hidden], 2)
-  return np.concatenate([u0, np_drift(hs[:, :, 1:T], hs[:, :, 0:T - 1])], axis=2)
+  return np.concatenate([u0, np_drift(hs[:, :, 1:T], hs[:, :, 0 : T - 1])], axis=2)
 
 
 def effective_mask(st):
@@ -102,9 +113,12 @@ def effective_mask(st):
 
 
 def offline(space, targets, sig, eff):
-  acts = heuristic_schedule(space, jnp.asarray(targets.reshape(B * K, 3), jnp.float32),
-                            jnp.asarray(sig.reshape(B * K, T), jnp.float32),
-                            jnp.broadcast_to(jnp.asarray(eff), (B * K, T)))
+  acts = heuristic_schedule(
+    space,
+    jnp.asarray(targets.reshape(B * K, 3), jnp.float32),
+    jnp.asarray(sig.reshape(B * K, T), jnp.float32),
+    jnp.broadcast_to(jnp.asarray(eff), (B * K, T)),
+  )
   return np.asarray(acts).reshape(B, K, T)
 
 
@@ -116,8 +130,18 @@ def feasible_targets(space, eff, rng):
 
 
 def run(params, blocks, provider, inputs, space, st, k=K):
-  return run_controlled(params, blocks, inputs, cfg=CFG, space=space, settings=st,
-                        provider=provider, context_len=C, horizon=T, schedules=k)
+  return run_controlled(
+    params,
+    blocks,
+    inputs,
+    cfg=CFG,
+    space=space,
+    settings=st,
+    provider=provider,
+    context_len=C,
+    horizon=T,
+    schedules=k,
+  )
 
 
 @pytest.mark.parametrize("kind", ["emc", "dac"])
@@ -156,8 +180,14 @@ def test_mixed_provider_columns(params, blocks):
   targets = rng.uniform([0.1, 0.4, 0.3125], [1.0, 1.0, 1.0], (B, K, 3)).astype(np.float32)
   to_fl = ev.index_map(THREE, fl)
   provider = MixedProvider(THREE, tuple(int(i) for i in to_fl))
-  out = run(params, blocks, provider, MixedInputs(jnp.asarray(static), jnp.asarray(targets),
-                                                  jnp.asarray(kind)), fl, st)
+  out = run(
+    params,
+    blocks,
+    provider,
+    MixedInputs(jnp.asarray(static), jnp.asarray(targets), jnp.asarray(kind)),
+    fl,
+    st,
+  )
   actions = np.asarray(out.actions)
   rep = replay(params, blocks, actions, fl, st)
   np.testing.assert_allclose(np.asarray(out.nll), rep[-1], atol=2e-4)
@@ -178,6 +208,7 @@ def test_bad_inputs(params, blocks):
 
 # ----------------------------------------------------------------------------- baselines
 
+
 def np_realized(space, schedules, eff):
   """Pooled (κ̄, ρ̄, η̄) of [rows, T] schedules over effective steps, straight from the grid."""
   a = schedules[:, eff]
@@ -191,30 +222,40 @@ def test_evaluate_plan_columns_and_best_of_n(params):
   budget = (0.45, 0.7, 0.5)
   # Four mixed 3L columns executed on the FL grid: the same compiled harness as
   # test_mixed_provider_columns.
-  columns = (ev.constant_columns(THREE, [THREE.dense_index]) + ev.random_columns(THREE, budget, 2)
-             + ev.heuristic_columns("emc", [budget], THREE))
+  columns = (
+    ev.constant_columns(THREE, [THREE.dense_index])
+    + ev.random_columns(THREE, budget, 2)
+    + ev.heuristic_columns("emc", [budget], THREE)
+  )
   kw = dict(context_len=C, horizon=T, batch_size=B, progress=False)
   results = [ev.evaluate_plan(params, CFG, FL, st, s, columns, **kw) for s in splits]
   res = {r.name: r for r in results[1]}
   assert list(res) == [c.name for c in columns]
   # The dense column is the plain dense decode.
   dense = perplexity.sol_protocol_nll(params, CFG, jnp.asarray(splits[1]), C, T)
-  np.testing.assert_allclose(res[THREE.tags[THREE.dense_index]].ppl,
-                             np.exp(np.mean(np.asarray(dense, np.float64))), rtol=1e-5)
+  np.testing.assert_allclose(
+    res[THREE.tags[THREE.dense_index]].ppl,
+    np.exp(np.mean(np.asarray(dense, np.float64))),
+    rtol=1e-5,
+  )
   # Static columns carry fresh generators, called batch after batch with the effective mask.
   for i in range(2):
     sched = RandomScheduler(THREE, budget, seed=1234 + i)
     want = np.concatenate([sched.next_batch(B, T, eff) for _ in range(2)])
     r = res[columns[1 + i].name]
-    np.testing.assert_allclose([r.avg_keep_effective, r.avg_prune_keep, r.avg_quant_ratio],
-                               np_realized(THREE, want, eff), atol=1e-6)
+    np.testing.assert_allclose(
+      [r.avg_keep_effective, r.avg_prune_keep, r.avg_quant_ratio],
+      np_realized(THREE, want, eff),
+      atol=1e-6,
+    )
     assert r.tokens == 2 * B * T
   fixed = ev.fixed_columns(THREE, [budget])[0].make()
   assert isinstance(fixed, FixedAllocator) and fixed.targets == budget
   # The EMC column meets its budget per block up to the 3-level grid's reach.
   emc = res[columns[3].name]
-  np.testing.assert_allclose([emc.avg_keep_effective, emc.avg_prune_keep, emc.avg_quant_ratio],
-                             budget, atol=0.1)
+  np.testing.assert_allclose(
+    [emc.avg_keep_effective, emc.avg_prune_keep, emc.avg_quant_ratio], budget, atol=0.1
+  )
   # Best-of-N: select on split 0, report on split 1.
   sel, rep = results[0][1:3], results[1][1:3]
   best = ev.best_of_n(sel, rep)

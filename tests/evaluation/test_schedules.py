@@ -1,4 +1,5 @@
 """Schedule providers: constant, Fixed (§12.3), Random (§12.4), EMC/DAC (§12.5)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,8 +8,13 @@ import pytest
 from sol_jax.efficiency.actions import ActionSpace, load_action_variant
 from sol_jax.evaluation.constant import ConstantGenerator, constant_schedule
 from sol_jax.evaluation.fixed import FixedAllocator
-from sol_jax.evaluation.heuristics import (drift_signal, entropy_signal, heuristic_schedule,
-                                           heuristic_step, init_state)
+from sol_jax.evaluation.heuristics import (
+  drift_signal,
+  entropy_signal,
+  heuristic_schedule,
+  heuristic_step,
+  init_state,
+)
 from sol_jax.evaluation.random_schedules import RandomScheduler, random_schedules, trial_seed
 from sol_jax.evaluation.schedule_eval import effective_steps, static_inputs
 
@@ -19,7 +25,11 @@ FL336 = load_action_variant("FL336").space
 def values(space, actions):
   """Per-axis level values (κ, ρ, η) of an action array, straight from the grid arrays."""
   actions = np.asarray(actions)
-  return space.kappa[actions].astype(float), space.rho[actions].astype(float), space.eta[actions].astype(float)
+  return (
+    space.kappa[actions].astype(float),
+    space.rho[actions].astype(float),
+    space.eta[actions].astype(float),
+  )
 
 
 def bracket(levels, target):
@@ -44,19 +54,25 @@ def test_constant_schedule():
 
 # ----------------------------------------------------------------------------- Fixed
 
-@pytest.mark.parametrize("space,targets", [
+
+@pytest.mark.parametrize(
+  "space,targets",
+  [
     (THREE, (0.45, 0.7, 0.5)),
     (THREE, (0.83, 0.93, 0.35)),
     (FL336, (0.52, 0.66, 0.71)),
     (load_action_variant("P-S40S100").space, (1.0, 0.77, 1.0)),
-])
+  ],
+)
 def test_fixed_matches_targets_over_multi_batch_eval(space, targets):
   rows, steps, batches = 16, 16, 4
   alloc = FixedAllocator(space, targets)
   schedules = [alloc.next_batch(rows, steps) for _ in range(batches)]
   kap, rho, eta = values(space, np.concatenate(schedules))
   n_total = rows * steps * batches
-  for axis, (realized, target, levels) in enumerate(zip((kap, rho, eta), targets, axis_values(space))):
+  for axis, (realized, target, levels) in enumerate(
+    zip((kap, rho, eta), targets, axis_values(space))
+  ):
     t, lo, hi = bracket(levels, target)
     assert set(np.unique(realized)) <= {np.float32(lo), np.float32(hi)}
     if axis == 0:
@@ -100,25 +116,30 @@ def test_fixed_skips_non_effective_steps():
   assert alloc.slots == eff.sum()
 
 
-
 def test_static_inputs_pass_the_effective_mask():
   """Stacked generators see which steps may compress (short contexts: C <= Ts+Tw+1)."""
   from sol_jax.efficiency.controls import ControlSettings
+
   eff = effective_steps(4, 6, ControlSettings(sink_tokens=4, window_tokens=2))
   assert eff.tolist() == [False] * 3 + [True] * 3  # kv_len 5..10 must exceed 4 + 2 + 1
   targets = (0.45, 0.7, 0.5)
-  got = np.asarray(static_inputs([FixedAllocator(THREE, targets), ConstantGenerator(3)], 6,
-                                 eff)(0, 5))
+  got = np.asarray(
+    static_inputs([FixedAllocator(THREE, targets), ConstantGenerator(3)], 6, eff)(0, 5)
+  )
   np.testing.assert_array_equal(got[:, 0], FixedAllocator(THREE, targets).next_batch(5, 6, eff))
   assert np.all(got[:, 0, :3] == THREE.forced_dense_index) and np.all(got[:, 1] == 3)
 
+
 # ----------------------------------------------------------------------------- Random
+
 
 @pytest.mark.parametrize("space,targets", [(THREE, (0.45, 0.7, 0.5)), (FL336, (0.52, 0.66, 0.71))])
 def test_random_counts_exact_per_block(space, targets):
   rows, steps = 12, 16
   out = random_schedules(space, targets, rows, steps, seed=trial_seed(3))
-  for axis, (realized, target, levels) in enumerate(zip(values(space, out), targets, axis_values(space))):
+  for axis, (realized, target, levels) in enumerate(
+    zip(values(space, out), targets, axis_values(space))
+  ):
     t, lo, hi = bracket(levels, target)
     n_hi = round((t - lo) / (hi - lo) * steps) if axis == 0 else round((t - lo) * steps / (hi - lo))
     assert set(np.unique(realized)) <= {np.float32(lo), np.float32(hi)}
@@ -150,6 +171,7 @@ def test_random_positions_are_spread_and_respect_effective():
 
 
 # ----------------------------------------------------------------------------- EMC / DAC
+
 
 def reference_block(levels, target, signals, gain=0.35, tol=1e-4):
   """Slow float64 transcription of method §12.5 for one axis of one block."""
@@ -183,9 +205,14 @@ def test_heuristic_matches_python_reference(name):
   rng = np.random.default_rng(hash(name) % 2**32)
   rows, steps = 6, 16
   levels = axis_values(space)
-  targets = np.array([[rng.uniform(min(l) - 0.05, max(l) + 0.05) for l in levels] for _ in range(rows)])
+  targets = np.array(
+    [[rng.uniform(min(l) - 0.05, max(l) + 0.05) for l in levels] for _ in range(rows)]
+  )
   signals = rng.uniform(0, 1, (rows, steps))
-  got = values(space, heuristic_schedule(space, jnp.asarray(targets, jnp.float32), jnp.asarray(signals, jnp.float32)))
+  got = values(
+    space,
+    heuristic_schedule(space, jnp.asarray(targets, jnp.float32), jnp.asarray(signals, jnp.float32)),
+  )
   for axis in range(3):
     for r in range(rows):
       want = reference_block(levels[axis], float(np.float32(targets[r, axis])), signals[r])
@@ -197,20 +224,27 @@ def test_heuristic_hits_feasible_targets_exactly(name):
   # Uniformly spaced (or two-level) grids: any mean of T grid values is reachable.
   space = load_action_variant(name).space
   if name == "FL336":  # use the uniform axes only: κ (0.1, 0.4, 0.7, 1.0) and η (q5..q16)
-    space = ActionSpace.from_config(space.keep_fracs, ["s50", "s60", "s70", "s80", "s90", "s100"],
-                                    space.quant_choices)
+    space = ActionSpace.from_config(
+      space.keep_fracs, ["s50", "s60", "s70", "s80", "s90", "s100"], space.quant_choices
+    )
   rng = np.random.default_rng(0)
   rows, steps = 8, 16
   levels = axis_values(space)
   # Targets: the mean of a random schedule of grid levels, so each is attainable.
   targets = np.stack([np.mean(rng.choice(l, (rows, steps)), axis=1) for l in levels], axis=1)
   for signal_kind in ("random", "low", "high"):
-    signals = {"random": rng.uniform(0, 1, (rows, steps)), "low": np.zeros((rows, steps)),
-               "high": np.ones((rows, steps))}[signal_kind]
-    out = heuristic_schedule(space, jnp.asarray(targets, jnp.float32), jnp.asarray(signals, jnp.float32))
+    signals = {
+      "random": rng.uniform(0, 1, (rows, steps)),
+      "low": np.zeros((rows, steps)),
+      "high": np.ones((rows, steps)),
+    }[signal_kind]
+    out = heuristic_schedule(
+      space, jnp.asarray(targets, jnp.float32), jnp.asarray(signals, jnp.float32)
+    )
     for axis, realized in enumerate(values(space, out)):
-      np.testing.assert_allclose(realized.mean(axis=1), targets[:, axis], atol=1e-5,
-                                 err_msg=f"{signal_kind} axis {axis}")
+      np.testing.assert_allclose(
+        realized.mean(axis=1), targets[:, axis], atol=1e-5, err_msg=f"{signal_kind} axis {axis}"
+      )
 
 
 def test_feasible_band_clamp_hand_cases():
@@ -232,15 +266,19 @@ def test_heuristic_step_in_scan_with_non_effective_steps():
   space = THREE
   eff = np.ones((3, 10), bool)
   eff[:, :2] = False
-  out = np.asarray(heuristic_schedule(space, jnp.array([0.6, 0.8, 0.5]), jnp.full((3, 10), 0.5),
-                                        effective=jnp.asarray(eff)))
+  out = np.asarray(
+    heuristic_schedule(
+      space, jnp.array([0.6, 0.8, 0.5]), jnp.full((3, 10), 0.5), effective=jnp.asarray(eff)
+    )
+  )
   assert np.all(out[:, :2] == space.forced_dense_index)
   _, rho, eta = values(space, out[:, 2:])
   np.testing.assert_allclose(rho.mean(axis=1), 0.8, atol=1e-6)  # on a level: constant
   state = init_state(3, 8)
   step = jax.jit(heuristic_step, static_argnums=3)
-  state, action = step(state, jnp.zeros(3), jnp.array([0.6, 0.8, 0.5]), space,
-                       effective=jnp.array([True, False, True]))
+  state, action = step(
+    state, jnp.zeros(3), jnp.array([0.6, 0.8, 0.5]), space, effective=jnp.array([True, False, True])
+  )
   np.testing.assert_array_equal(state.count, [1, 0, 1])
   assert int(action[1]) == space.forced_dense_index
 
@@ -258,7 +296,9 @@ def test_signals_against_numpy():
   np.testing.assert_allclose(entropy_signal(jnp.zeros((2, 7))), 1.0, rtol=1e-6)
   a, b = rng.normal(size=(5, 9)), rng.normal(size=(5, 9))
   cos = (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
-  np.testing.assert_allclose(drift_signal(jnp.asarray(a), jnp.asarray(b)), 0.5 * (1 - cos), rtol=1e-5)
+  np.testing.assert_allclose(
+    drift_signal(jnp.asarray(a), jnp.asarray(b)), 0.5 * (1 - cos), rtol=1e-5
+  )
   np.testing.assert_allclose(drift_signal(jnp.asarray(a), jnp.asarray(a)), 0.0, atol=1e-6)
   np.testing.assert_allclose(drift_signal(jnp.asarray(a), jnp.asarray(-a)), 1.0, atol=1e-6)
 

@@ -4,6 +4,7 @@ One batched controlled run (C = 512, T = 16, Quest page 8 as in smollm2_3L_cpu)
 evaluates the dense action and, per axis, two lower 3L levels with the other
 axes dense; per axis PPL(dense) < PPL(mid) < PPL(low) must hold.
 """
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -19,9 +20,11 @@ pytestmark = pytest.mark.integration  # the real 135M model, C = 512
 
 N_BLOCKS = 4
 # (axis name, mid action, low action) on the 3L grid; the other axes stay dense.
-LADDERS = (("kappa", (0.6, 1.0, 16), (0.1, 1.0, 16)),
-           ("rho", (1.0, 0.8, 16), (1.0, 0.4, 16)),
-           ("bits", (1.0, 1.0, 7), (1.0, 1.0, 5)))
+LADDERS = (
+  ("kappa", (0.6, 1.0, 16), (0.1, 1.0, 16)),
+  ("rho", (1.0, 0.8, 16), (1.0, 0.4, 16)),
+  ("bits", (1.0, 1.0, 7), (1.0, 1.0, 5)),
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +34,9 @@ def setup(request):
   try:
     model_cfg, params = load_model(cfg.model.source, dtype=cfg.eval.dtype)
     tokenizer = request.getfixturevalue("smollm2_tokenizer")
-    blocks = text_blocks(cfg.data.eval, tokenizer, cfg.block_len, data_dir=cfg.data.data_dir,
-                         max_blocks=N_BLOCKS)
+    blocks = text_blocks(
+      cfg.data.eval, tokenizer, cfg.block_len, data_dir=cfg.data.data_dir, max_blocks=N_BLOCKS
+    )
   except FileNotFoundError as err:
     pytest.skip(f"SmolLM2 or WikiText-2 not available: {err}")
   return cfg, model_cfg, params, blocks
@@ -46,11 +50,21 @@ def test_ppl_rises_as_each_axis_is_compressed(setup):
   dense = space.lookup(1.0, 1.0, 16)
   columns = [dense] + [space.lookup(*act) for _, mid, low in LADDERS for act in (mid, low)]
   c, t = cfg.data.context_len, cfg.data.horizon
-  schedule = jnp.broadcast_to(jnp.asarray(columns, jnp.int32)[None, :, None],
-                              (len(blocks), len(columns), t))
-  out = run_controlled(params, jnp.asarray(blocks), schedule, cfg=model_cfg, space=space,
-                       settings=settings, provider=StaticSchedule(), context_len=c, horizon=t,
-                       schedules=len(columns))
+  schedule = jnp.broadcast_to(
+    jnp.asarray(columns, jnp.int32)[None, :, None], (len(blocks), len(columns), t)
+  )
+  out = run_controlled(
+    params,
+    jnp.asarray(blocks),
+    schedule,
+    cfg=model_cfg,
+    space=space,
+    settings=settings,
+    provider=StaticSchedule(),
+    context_len=c,
+    horizon=t,
+    schedules=len(columns),
+  )
   executed = np.asarray(out.actions)
   np.testing.assert_array_equal(executed, np.asarray(schedule))  # C = 512: every step effective
   ppl = np.exp(np.asarray(out.nll, np.float64).mean(axis=(0, 2)))

@@ -1,4 +1,5 @@
 """Parity of the Flax Llama with transformers' PyTorch Llama (eager, fp32)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,20 +15,34 @@ from sol_jax.models.registry import load_model
 TOL = 1e-5
 
 VARIANTS = {
-    "gqa_untied": dict(num_key_value_heads=2, tie_word_embeddings=False),
-    "mha_tied": dict(num_key_value_heads=4, tie_word_embeddings=True),
-    "gqa_llama3_scaling": dict(num_key_value_heads=2, tie_word_embeddings=False,
-                               rope_scaling={"rope_type": "llama3", "factor": 8.0,
-                                             "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                                             "original_max_position_embeddings": 32},
-                               rope_theta=500000.0),
+  "gqa_untied": dict(num_key_value_heads=2, tie_word_embeddings=False),
+  "mha_tied": dict(num_key_value_heads=4, tie_word_embeddings=True),
+  "gqa_llama3_scaling": dict(
+    num_key_value_heads=2,
+    tie_word_embeddings=False,
+    rope_scaling={
+      "rope_type": "llama3",
+      "factor": 8.0,
+      "low_freq_factor": 1.0,
+      "high_freq_factor": 4.0,
+      "original_max_position_embeddings": 32,
+    },
+    rope_theta=500000.0,
+  ),
 }
 
 
 def _hf_model(tmp_path, **overrides):
   torch.manual_seed(0)
-  kw = dict(vocab_size=96, hidden_size=64, intermediate_size=112, num_hidden_layers=3,
-            num_attention_heads=4, max_position_embeddings=256, rms_norm_eps=1e-5)
+  kw = dict(
+    vocab_size=96,
+    hidden_size=64,
+    intermediate_size=112,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    max_position_embeddings=256,
+    rms_norm_eps=1e-5,
+  )
   kw.update(overrides)
   hf_cfg = transformers.LlamaConfig(**kw)
   hf_cfg._attn_implementation = "eager"
@@ -66,7 +81,6 @@ def test_end_to_end_logits(models):
   np.testing.assert_allclose(np.asarray(hidden), ref.hidden_states[-1].numpy(), atol=TOL, rtol=0)
 
 
-
 def test_prefill_spanning_several_query_tiles(models):
   """Lengths past PREFILL_QUERY_CHUNK (ragged last tile) match the eager reference."""
   model, cfg, params = models
@@ -77,6 +91,7 @@ def test_prefill_spanning_several_query_tiles(models):
   logits, _, prefix = llama.prefill(params, cfg, jnp.asarray(tokens))
   assert prefix.k.shape[3] == length
   np.testing.assert_allclose(np.asarray(logits), ref, atol=TOL, rtol=0)
+
 
 def test_components(models):
   model, cfg, params = models
@@ -108,8 +123,9 @@ def test_components(models):
     # Whole decoder layer
     ref_block = hf_layer(xt, attention_mask=mask, position_embeddings=(cos, sin))
     ref_block = ref_block[0] if isinstance(ref_block, tuple) else ref_block
-    ours, _ = llama.Block(cfg, "prefill").apply({"params": lp}, jnp.asarray(x), None,
-                                                jnp.asarray(pos))
+    ours, _ = llama.Block(cfg, "prefill").apply(
+      {"params": lp}, jnp.asarray(x), None, jnp.asarray(pos)
+    )
     np.testing.assert_allclose(ours, ref_block.numpy(), atol=TOL, rtol=0)
 
 

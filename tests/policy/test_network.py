@@ -1,15 +1,16 @@
 """Policy network: parameter counts, PyTorch init and parity, step == sequence."""
+
 import dataclasses
 import functools
 import math
 
 import jax
 import jax.numpy as jnp
-from jax.flatten_util import ravel_pytree
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from jax.flatten_util import ravel_pytree
 
 from sol_jax.policy import network
 from sol_jax.policy.network import PolicyConfig
@@ -19,9 +20,19 @@ torch.set_num_threads(1)
 
 # A tiny config with every dimension distinct, so a transposed or swapped
 # weight cannot go unnoticed; two layers to exercise the per-layer cache.
-TINY = PolicyConfig(num_actions=7, obs_hidden_dim=12, embed_dim=10, d_model=16,
-                    num_heads=4, num_layers=2, mlp_ratio=3, action_embed_dim=6,
-                    scalar_embed_dim=9, max_len=11, temperature=1.3)
+TINY = PolicyConfig(
+  num_actions=7,
+  obs_hidden_dim=12,
+  embed_dim=10,
+  d_model=16,
+  num_heads=4,
+  num_layers=2,
+  mlp_ratio=3,
+  action_embed_dim=6,
+  scalar_embed_dim=9,
+  max_len=11,
+  temperature=1.3,
+)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 2, 3))
@@ -30,11 +41,12 @@ def _random_obs(cfg, key, n, t):
   prev = jax.random.randint(ks[3], (n, t), 0, cfg.num_actions)
   prev = prev.at[:, 0].set(cfg.bos_action)
   return PolicyObs(
-      hidden=jax.random.normal(ks[0], (n, t, cfg.obs_hidden_dim)),
-      token_embed=jax.random.normal(ks[1], (n, t, cfg.embed_dim)),
-      scalars=jax.random.uniform(ks[2], (n, t, cfg.scalar_dim)),
-      prev_action=prev,
-      targets=jax.random.uniform(ks[4], (n, 3), minval=0.1, maxval=1.0))
+    hidden=jax.random.normal(ks[0], (n, t, cfg.obs_hidden_dim)),
+    token_embed=jax.random.normal(ks[1], (n, t, cfg.embed_dim)),
+    scalars=jax.random.uniform(ks[2], (n, t, cfg.scalar_dim)),
+    prev_action=prev,
+    targets=jax.random.uniform(ks[4], (n, 3), minval=0.1, maxval=1.0),
+  )
 
 
 def _random_params(cfg, key):
@@ -59,7 +71,10 @@ def tiny():
 # ----------------------------------------------------------------------------
 # Parameter counts (method §8.2 table, minus the reference's 513-parameter value head)
 
-@pytest.mark.parametrize("actions,dim,max_len,reference", [
+
+@pytest.mark.parametrize(
+  "actions,dim,max_len,reference",
+  [
     (1560, 2048, 1024, 6_725_521),  # 1B FL (vMax)
     (336, 2048, 1024, 6_018_049),  # 1B horizon
     (27, 2048, 1024, 5_839_447),  # 1B 3L
@@ -67,15 +82,16 @@ def tiny():
     (1560, 3072, 512, 7_511_953),  # 3B FL
     (1560, 4096, 512, 8_560_529),  # 8B-Instruct FL
     (11, 4096, 512, 7_665_207),  # Distil-8B
-])
-def test_param_count_matches_reference_minus_value_head(actions, dim, max_len,
-                                                        reference):
+  ],
+)
+def test_param_count_matches_reference_minus_value_head(actions, dim, max_len, reference):
   cfg = PolicyConfig(actions, dim, dim, max_len=max_len)
   assert network.count_params(cfg) == reference - 513
 
 
 # ----------------------------------------------------------------------------
 # Initialisation (PyTorch conventions)
+
 
 @pytest.fixture(scope="module")
 def ref_params():
@@ -117,8 +133,7 @@ def test_init_embeddings_layernorm_and_head_bias(ref_params):
     assert table.shape[0] == rows
     assert abs(table.std() - 1.0) < tol and abs(table.mean()) < tol
   assert np.all(np.asarray(p["policy_head"]["bias"]) == 0.0)
-  for ln in (p["scalar_norm"], p["block_0"]["ln1"], p["block_0"]["ln2"],
-             p["final_norm"]):
+  for ln in (p["scalar_norm"], p["block_0"]["ln1"], p["block_0"]["ln2"], p["final_norm"]):
     assert np.all(np.asarray(ln["scale"]) == 1.0)
     assert np.all(np.asarray(ln["bias"]) == 0.0)
 
@@ -139,6 +154,7 @@ def test_layernorm_eps_is_1e5():
 
 # ----------------------------------------------------------------------------
 # Parity with a PyTorch module written from primitives
+
 
 class TorchPolicy(torch.nn.Module):
   """Independent PyTorch statement of method §8.2 (sequence mode only)."""
@@ -177,8 +193,7 @@ class TorchPolicy(torch.nn.Module):
     future = torch.triu(torch.ones(t, t, dtype=torch.bool), diagonal=1)
     for blk in self.blocks:
       y = blk.ln1(x)
-      q, k, v = (getattr(blk, c)(y).view(n, t, heads, hd).transpose(1, 2)
-                 for c in "qkv")
+      q, k, v = (getattr(blk, c)(y).view(n, t, heads, hd).transpose(1, 2) for c in "qkv")
       att = q @ k.transpose(-1, -2) / math.sqrt(hd)
       att = torch.softmax(att.masked_fill(future, float("-inf")), -1)
       x = x + blk.o((att @ v).transpose(1, 2).reshape(n, t, heads * hd))
@@ -224,9 +239,18 @@ def test_sequence_mode_matches_pytorch(tiny):
   got = np.asarray(_seq_logits(cfg, params, obs))
   model = _load_torch(cfg, params)
   with torch.no_grad():
-    want = model(*(torch.tensor(np.asarray(x)) for x in (
-        obs.hidden, obs.token_embed, obs.scalars, np.asarray(obs.prev_action, np.int64),
-        obs.targets))).numpy()
+    want = model(
+      *(
+        torch.tensor(np.asarray(x))
+        for x in (
+          obs.hidden,
+          obs.token_embed,
+          obs.scalars,
+          np.asarray(obs.prev_action, np.int64),
+          obs.targets,
+        )
+      )
+    ).numpy()
   assert got.shape == (_N, _T, cfg.num_actions)
   np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
   raw = np.asarray(_seq_logits(cfg, params, obs, False))
@@ -235,6 +259,7 @@ def test_sequence_mode_matches_pytorch(tiny):
 
 # ----------------------------------------------------------------------------
 # Step mode == sequence mode
+
 
 def _run_steps(cfg, params, obs, max_steps):
   n, t = obs.prev_action.shape
@@ -277,8 +302,12 @@ def test_causal_future_steps_do_not_leak(tiny):
 def test_step_past_cache_gives_nan(tiny):
   cfg, params = TINY, tiny
   obs = _random_obs(cfg, jax.random.PRNGKey(1), _N, _T)
-  obs_t = obs._replace(hidden=obs.hidden[:, 0], token_embed=obs.token_embed[:, 0],
-                       scalars=obs.scalars[:, 0], prev_action=obs.prev_action[:, 0])
+  obs_t = obs._replace(
+    hidden=obs.hidden[:, 0],
+    token_embed=obs.token_embed[:, 0],
+    scalars=obs.scalars[:, 0],
+    prev_action=obs.prev_action[:, 0],
+  )
   cache = network.init_step_cache(cfg, _N, 3)
   step = jax.jit(functools.partial(network.step_logits, cfg))
   assert np.all(np.isfinite(step(params, cache, obs_t, 2)[0]))
@@ -293,8 +322,7 @@ def test_every_parameter_gets_a_gradient(tiny):
   actions = jnp.zeros((_N, _T), jnp.int32)
 
   def loss(p):
-    lp, ent = network.log_probs_and_entropy(
-        network.sequence_logits(cfg, p, obs), actions)
+    lp, ent = network.log_probs_and_entropy(network.sequence_logits(cfg, p, obs), actions)
     return -lp.mean() - 0.05 * ent.mean()
 
   grads = jax.jit(jax.grad(loss))(params)
@@ -305,6 +333,7 @@ def test_every_parameter_gets_a_gradient(tiny):
 
 # ----------------------------------------------------------------------------
 # Helpers and input validation
+
 
 def test_log_probs_and_entropy_match_numpy():
   rng = np.random.default_rng(0)
@@ -330,9 +359,9 @@ def test_bad_inputs_raise_clear_errors(tiny):
     network.sequence_logits(cfg, params, obs._replace(targets=obs.targets[:, :2]))
   with pytest.raises(ValueError, match="integer"):
     network.sequence_logits(
-        cfg, params, obs._replace(prev_action=obs.prev_action.astype(jnp.float32)))
-  long = jax.tree_util.tree_map(
-      lambda x: jnp.repeat(x, 2, axis=1), obs._replace(targets=None))
+      cfg, params, obs._replace(prev_action=obs.prev_action.astype(jnp.float32))
+    )
+  long = jax.tree_util.tree_map(lambda x: jnp.repeat(x, 2, axis=1), obs._replace(targets=None))
   with pytest.raises(ValueError, match="max_len"):
     network.sequence_logits(cfg, params, long._replace(targets=obs.targets))
   with pytest.raises(ValueError, match="max_steps"):
@@ -347,8 +376,17 @@ def test_bad_inputs_raise_clear_errors(tiny):
 
 def test_from_section_builds_every_policy_key_into_the_network():
   from sol_jax.config import PolicyCfg
-  section = PolicyCfg(d_model=16, num_heads=2, mlp_ratio=2, action_embed_dim=6,
-                      scalar_embed_dim=5, budget_hidden_dim=7, max_len=20, layer_norm_eps=0.5)
+
+  section = PolicyCfg(
+    d_model=16,
+    num_heads=2,
+    mlp_ratio=2,
+    action_embed_dim=6,
+    scalar_embed_dim=5,
+    budget_hidden_dim=7,
+    max_len=20,
+    layer_norm_eps=0.5,
+  )
   cfg = PolicyConfig.from_section(section, num_actions=4, obs_hidden_dim=8, embed_dim=6)
   assert (cfg.budget_hidden_dim, cfg.layer_norm_eps, cfg.max_len) == (7, 0.5, 20)
   params = network.init_params(cfg, jax.random.PRNGKey(0))
@@ -358,5 +396,8 @@ def test_from_section_builds_every_policy_key_into_the_network():
   # The section's LayerNorm eps reaches every norm: a larger eps shrinks the output.
   obs = _random_obs(cfg, jax.random.PRNGKey(1), 2, 3)
   small_eps = dataclasses.replace(cfg, layer_norm_eps=1e-5)
-  assert not np.allclose(network.sequence_logits(cfg, params, obs),
-                         network.sequence_logits(small_eps, params, obs), atol=1e-3)
+  assert not np.allclose(
+    network.sequence_logits(cfg, params, obs),
+    network.sequence_logits(small_eps, params, obs),
+    atol=1e-3,
+  )

@@ -1,4 +1,5 @@
 """Observation scalars and usage tracker against a slow python-loop reference."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,22 +16,27 @@ def _reference_scalars(usage, effective, targets, horizon):
     for s in range(t):
       prev = [u for u, e in zip(usage[r, :s], effective[r, :s]) if e]
       means = np.mean(prev, axis=0) if prev else targets[r]
-      out[r, s] = [(s + 1) / horizon, float(effective[r, s]), *targets[r],
-                   *(means - targets[r])]
+      out[r, s] = [(s + 1) / horizon, float(effective[r, s]), *targets[r], *(means - targets[r])]
   return out
 
 
 def _episode(seed, n=5, t=7):
   rng = np.random.default_rng(seed)
-  usage = np.stack([rng.choice([0.1, 0.5, 1.0], size=(n, t)),
-                    rng.choice([0.4, 0.85, 1.0], size=(n, t)),
-                    rng.choice([5, 9, 16], size=(n, t)) / 16.0], axis=-1)
+  usage = np.stack(
+    [
+      rng.choice([0.1, 0.5, 1.0], size=(n, t)),
+      rng.choice([0.4, 0.85, 1.0], size=(n, t)),
+      rng.choice([5, 9, 16], size=(n, t)) / 16.0,
+    ],
+    axis=-1,
+  )
   effective = rng.random((n, t)) < 0.7
   effective[0] = False  # a row with no effective step at all
   effective[1, :3] = False  # leading non-effective steps
   effective[2] = True
-  targets = np.stack([rng.uniform(0.1, 1.0, n), rng.uniform(0.4, 1.0, n),
-                      rng.uniform(0.3125, 1.0, n)], axis=-1)
+  targets = np.stack(
+    [rng.uniform(0.1, 1.0, n), rng.uniform(0.4, 1.0, n), rng.uniform(0.3125, 1.0, n)], axis=-1
+  )
   return usage.astype(np.float32), effective, targets.astype(np.float32)
 
 
@@ -70,17 +76,19 @@ def test_episode_scalars_match_loop(seed):
 
 def test_running_means_default_to_targets():
   targets = jnp.array([[0.3, 0.5, 0.7], [0.9, 0.8, 0.4]])
-  tracker = ob.update(ob.init_tracker(2), jnp.array([0.2, 0.2]),
-                      jnp.array([1.0, 1.0]), jnp.array([0.5, 0.5]),
-                      jnp.array([True, False]))
-  np.testing.assert_allclose(ob.running_means(tracker, targets),
-                             [[0.2, 1.0, 0.5], [0.9, 0.8, 0.4]])
+  tracker = ob.update(
+    ob.init_tracker(2),
+    jnp.array([0.2, 0.2]),
+    jnp.array([1.0, 1.0]),
+    jnp.array([0.5, 0.5]),
+    jnp.array([True, False]),
+  )
+  np.testing.assert_allclose(ob.running_means(tracker, targets), [[0.2, 1.0, 0.5], [0.9, 0.8, 0.4]])
 
 
 def test_progress_accepts_per_row_step():
   targets = jnp.full((2, 3), 0.5)
-  s = ob.step_scalars(jnp.array([0, 3]), 4, jnp.ones(2, bool), targets,
-                      ob.init_tracker(2))
+  s = ob.step_scalars(jnp.array([0, 3]), 4, jnp.ones(2, bool), targets, ob.init_tracker(2))
   np.testing.assert_allclose(s[:, 0], [0.25, 1.0])
 
 

@@ -4,6 +4,7 @@
 appears (a rename) once every item is on disk. Here a child process starts a
 save of a 64 MB state and exits at once, as a crash would.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -47,8 +48,9 @@ def test_a_save_killed_midway_leaves_no_checkpoint(tmp_path):
   try:
     assert ckpt.latest_step() is None  # resume would start afresh, not from a torn step
     # ...and the same step can be saved again over the leftover.
-    state = TrainState({"w": jnp.full((4,), 2.0)}, {"m": jnp.zeros(3)}, jnp.int32(1),
-                       jax.random.PRNGKey(0))
+    state = TrainState(
+      {"w": jnp.full((4,), 2.0)}, {"m": jnp.zeros(3)}, jnp.int32(1), jax.random.PRNGKey(0)
+    )
     ckpt.save(1, state, _iterator())
     ckpt.wait()
     assert ckpt.latest_step() == 1

@@ -37,6 +37,7 @@ after 150 batches and this test fails (PPL ratio 0.77, 70 % agreement). At
 Evaluation: greedy policy vs Fixed at the policy's realized budget, with the
 harness, on 64 held-out blocks.
 """
+
 from __future__ import annotations
 
 import math
@@ -67,15 +68,23 @@ TARGET = (0.55, 1.0, 1.0)  # κ* of the right schedule, ρ*, η*
 B, K, STEPS, SEED = 4, 8, 150, 0
 EVAL_BLOCKS = 64
 
-MODEL = ModelConfig(vocab_size=V, hidden_size=D, intermediate_size=8, num_layers=1,
-                    num_heads=1, num_kv_heads=1, head_dim=DH,
-                    rope_theta=1e20)  # RoPE angles ~0 on the content dims 2, 3
+MODEL = ModelConfig(
+  vocab_size=V,
+  hidden_size=D,
+  intermediate_size=8,
+  num_layers=1,
+  num_heads=1,
+  num_kv_heads=1,
+  head_dim=DH,
+  rope_theta=1e20,
+)  # RoPE angles ~0 on the content dims 2, 3
 
 
 def _lm_params() -> dict:
   """Residual dims: 0-7 key id, 8 is-key, 9/10 decoy A/B, 11 trigger, 12-19 output id."""
-  p = jax.tree.map(lambda x: np.zeros(x.shape, np.float32),
-                   llama.init_params(MODEL, jax.random.PRNGKey(0)))
+  p = jax.tree.map(
+    lambda x: np.zeros(x.shape, np.float32), llama.init_params(MODEL, jax.random.PRNGKey(0))
+  )
   emb = p["embed"]["embedding"]
   for j in range(NUM_KEYS):
     emb[j, [j, 8]] = 1.0
@@ -117,17 +126,33 @@ def _blocks(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _config(run_dir) -> config_lib.ExperimentConfig:
-  return config_lib.apply_overrides(config_lib.ExperimentConfig(), [
-      f"data.context_len={C}", f"data.horizon={T}", "data.train_fraction=1.0",
-      "actions.keep_fracs=[0.1,1.0]", "actions.struct_prune_choices=[s100]",
-      "actions.quant_choices=[q16]", f"actions.page_size={PAGE}",
-      "policy.d_model=32", "policy.num_heads=2", "policy.max_len=16",
-      f"rl.num_rollouts={K}", f"rl.batch_size={B}", "rl.grad_accum=1",
+  return config_lib.apply_overrides(
+    config_lib.ExperimentConfig(),
+    [
+      f"data.context_len={C}",
+      f"data.horizon={T}",
+      "data.train_fraction=1.0",
+      "actions.keep_fracs=[0.1,1.0]",
+      "actions.struct_prune_choices=[s100]",
+      "actions.quant_choices=[q16]",
+      f"actions.page_size={PAGE}",
+      "policy.d_model=32",
+      "policy.num_heads=2",
+      "policy.max_len=16",
+      f"rl.num_rollouts={K}",
+      f"rl.batch_size={B}",
+      "rl.grad_accum=1",
       f"rl.minibatch_decisions={B * K * T}",  # one minibatch, one AdamW step per batch
-      f"rl.budget_kappa_list=[{TARGET[0]}]", f"rl.budget_rho_list=[{TARGET[1]}]",
-      f"rl.budget_eta_list=[{TARGET[2]}]", "optim.lr=1e-3",
-      f"train.num_steps={STEPS}", f"train.seed={SEED}", "train.keep_checkpoints=false",
-      f"train.run_dir={run_dir}"])
+      f"rl.budget_kappa_list=[{TARGET[0]}]",
+      f"rl.budget_rho_list=[{TARGET[1]}]",
+      f"rl.budget_eta_list=[{TARGET[2]}]",
+      "optim.lr=1e-3",
+      f"train.num_steps={STEPS}",
+      f"train.seed={SEED}",
+      "train.keep_checkpoints=false",
+      f"train.run_dir={run_dir}",
+    ],
+  )
 
 
 class _Rows:
@@ -137,7 +162,7 @@ class _Rows:
     self.actions, self.pos = actions, 0
 
   def next_batch(self, rows: int, steps: int, effective=None) -> np.ndarray:
-    out = self.actions[self.pos:self.pos + rows, :steps]
+    out = self.actions[self.pos : self.pos + rows, :steps]
     self.pos += rows
     return out
 
@@ -157,32 +182,81 @@ def result(tmp_path_factory):
   kw = dict(context_len=C, horizon=T, batch_size=EVAL_BLOCKS, progress=False)
 
   agent = PolicyAgent(setup.policy, space, T, greedy=True)
-  agent_inputs = lambda _, rows: {"params": state.params, "rng": jax.random.PRNGKey(0),
-                                  "targets": jnp.broadcast_to(jnp.asarray(TARGET), (rows, 1, 3))}
-  (policy,) = evaluate_columns(lm_params, MODEL, space, settings, blocks, names=["policy"],
-                               batch_inputs=agent_inputs, provider=agent, **kw)
+  agent_inputs = lambda _, rows: {
+    "params": state.params,
+    "rng": jax.random.PRNGKey(0),
+    "targets": jnp.broadcast_to(jnp.asarray(TARGET), (rows, 1, 3)),
+  }
+  (policy,) = evaluate_columns(
+    lm_params,
+    MODEL,
+    space,
+    settings,
+    blocks,
+    names=["policy"],
+    batch_inputs=agent_inputs,
+    provider=agent,
+    **kw,
+  )
   # The same call again for the per-step actions (a jit cache hit).
-  policy_actions = np.asarray(run_controlled(
-      lm_params, jnp.asarray(blocks), agent_inputs(0, EVAL_BLOCKS), cfg=MODEL, space=space,
-      settings=settings, provider=agent, context_len=C, horizon=T, schedules=1).actions)[:, 0]
+  policy_actions = np.asarray(
+    run_controlled(
+      lm_params,
+      jnp.asarray(blocks),
+      agent_inputs(0, EVAL_BLOCKS),
+      cfg=MODEL,
+      space=space,
+      settings=settings,
+      provider=agent,
+      context_len=C,
+      horizon=T,
+      schedules=1,
+    ).actions
+  )[:, 0]
 
   realized = (policy.avg_keep_effective, policy.avg_prune_keep, policy.avg_quant_ratio)
   oracle = np.where(triggers, dense, sparse).astype(np.int32)
-  columns = {"fixed": FixedAllocator(space, realized), "oracle": _Rows(oracle),
-             "dense": _Rows(np.full_like(oracle, dense)),
-             "sparse": _Rows(np.full_like(oracle, sparse))}
-  results = evaluate_columns(lm_params, MODEL, space, settings, blocks, names=list(columns),
-                             batch_inputs=static_inputs(list(columns.values()), T,
-                                                          effective_steps(C, T, settings)), **kw)
+  columns = {
+    "fixed": FixedAllocator(space, realized),
+    "oracle": _Rows(oracle),
+    "dense": _Rows(np.full_like(oracle, dense)),
+    "sparse": _Rows(np.full_like(oracle, sparse)),
+  }
+  results = evaluate_columns(
+    lm_params,
+    MODEL,
+    space,
+    settings,
+    blocks,
+    names=list(columns),
+    batch_inputs=static_inputs(list(columns.values()), T, effective_steps(C, T, settings)),
+    **kw,
+  )
   # Per-step NLL of the constant columns (same shapes as above: a jit cache hit).
   const = np.stack([np.full_like(oracle, dense), np.full_like(oracle, sparse)], axis=1)
-  nll = np.asarray(run_controlled(
-      lm_params, jnp.asarray(blocks), jnp.asarray(np.concatenate([const, const], 1)), cfg=MODEL,
-      space=space, settings=settings, provider=StaticSchedule(), context_len=C, horizon=T,
-      schedules=4).nll)
-  return {"policy": policy, "policy_actions": policy_actions, "triggers": triggers,
-          "dense_nll": nll[:, 0], "sparse_nll": nll[:, 1], "dense_action": dense,
-          **{r.name: r for r in results}}
+  nll = np.asarray(
+    run_controlled(
+      lm_params,
+      jnp.asarray(blocks),
+      jnp.asarray(np.concatenate([const, const], 1)),
+      cfg=MODEL,
+      space=space,
+      settings=settings,
+      provider=StaticSchedule(),
+      context_len=C,
+      horizon=T,
+      schedules=4,
+    ).nll
+  )
+  return {
+    "policy": policy,
+    "policy_actions": policy_actions,
+    "triggers": triggers,
+    "dense_nll": nll[:, 0],
+    "sparse_nll": nll[:, 1],
+    "dense_action": dense,
+    **{r.name: r for r in results},
+  }
 
 
 def test_right_schedule_is_known(result):
@@ -215,6 +289,8 @@ def test_policy_beats_budget_matched_fixed(result):
   # Budget adherence: within the penalty's dead zone of the requested κ*.
   assert abs(policy.avg_keep_effective - TARGET[0]) <= 0.02 + 1e-6
   ratio = policy.ppl / fixed.ppl
-  assert ratio < 0.75, (f"policy PPL {policy.ppl:.3f} vs Fixed {fixed.ppl:.3f} "
-                        f"(oracle {result['oracle'].ppl:.3f}) at κ̄ = "
-                        f"{policy.avg_keep_effective:.4f}")
+  assert ratio < 0.75, (
+    f"policy PPL {policy.ppl:.3f} vs Fixed {fixed.ppl:.3f} "
+    f"(oracle {result['oracle'].ppl:.3f}) at κ̄ = "
+    f"{policy.avg_keep_effective:.4f}"
+  )

@@ -3,6 +3,7 @@
 Metrics stay on device between log steps; each log step fetches them once and
 logs `step_seconds` as the wall time per batch since the previous log step.
 """
+
 from __future__ import annotations
 
 import jax
@@ -12,25 +13,39 @@ from tensorboard.backend.event_processing import event_accumulator as ea
 
 from sol_jax import config as config_lib
 from sol_jax.models import llama
-from sol_jax.models.config import ModelConfig
 from sol_jax.rl import loop
+from tests.tiny_models import TINY_LLAMA_1L
 
-MODEL = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_layers=1,
-                    num_heads=4, num_kv_heads=2, head_dim=8)
+MODEL = TINY_LLAMA_1L
 C, T, B, N = 8, 4, 2, 5
 
 
 @pytest.mark.integration  # a whole loop.train run: compiles the train step
 def test_logged_steps_timing_and_profile(tmp_path):
-  cfg = config_lib.apply_overrides(config_lib.ExperimentConfig(), [
-      f"data.context_len={C}", f"data.horizon={T}", "data.train_fraction=1.0",
-      "actions.variant=2L", "policy.d_model=32", "policy.num_heads=2", "policy.max_len=16",
-      "rl.num_rollouts=2", f"rl.batch_size={B}", "rl.minibatch_decisions=16",
-      f"train.num_steps={N}", "train.log_every=2", "train.keep_checkpoints=false",
-      "train.profile_steps=2", f"train.run_dir={tmp_path}"])
+  cfg = config_lib.apply_overrides(
+    config_lib.ExperimentConfig(),
+    [
+      f"data.context_len={C}",
+      f"data.horizon={T}",
+      "data.train_fraction=1.0",
+      "actions.variant=2L",
+      "policy.d_model=32",
+      "policy.num_heads=2",
+      "policy.max_len=16",
+      "rl.num_rollouts=2",
+      f"rl.batch_size={B}",
+      "rl.minibatch_decisions=16",
+      f"train.num_steps={N}",
+      "train.log_every=2",
+      "train.keep_checkpoints=false",
+      "train.profile_steps=2",
+      f"train.run_dir={tmp_path}",
+    ],
+  )
   lm = (MODEL, llama.init_params(MODEL, jax.random.PRNGKey(0)))
-  blocks = np.random.default_rng(0).integers(0, MODEL.vocab_size, (B * (N + 1), C + T + 1),
-                                             dtype=np.int32)
+  blocks = np.random.default_rng(0).integers(
+    0, MODEL.vocab_size, (B * (N + 1), C + T + 1), dtype=np.int32
+  )
   loop.train(cfg, lm, blocks=blocks, progress=False)
   acc = ea.EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0}).Reload()
   # Logged at batches 1, 3, 5 (step % log_every == 0, and the last).

@@ -1,4 +1,5 @@
 """GRPO objective pieces against hand-computed cases and numpy loops (method §9.2-9.6)."""
+
 import dataclasses
 
 import jax
@@ -9,7 +10,6 @@ import pytest
 from sol_jax.config import RLCfg
 from sol_jax.efficiency.actions import ActionSpace
 from sol_jax.rl import objectives as ob
-
 
 # ---------------------------------------------------------------- references
 
@@ -67,15 +67,15 @@ def _np_whiten(a):
 def test_sum_gamma_085_hand_computed():
   r = jnp.array([[[-2.0, -1.0, -3.0]]])
   # G2 = -3; G1 = -1 + 0.85 * -3 = -3.55; G0 = -2 + 0.85 * -3.55 = -5.0175.
-  np.testing.assert_allclose(ob.rewards_to_go(r, "sum", 0.85)[0, 0], [-5.0175, -3.55, -3.0],
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    ob.rewards_to_go(r, "sum", 0.85)[0, 0], [-5.0175, -3.55, -3.0], rtol=1e-6
+  )
 
 
 def test_max_hand_computed():
   r = jnp.array([[[-2.0, -1.0, -3.0]]])
   # M2 = -3; M1 = max(-1, -2.55) = -1; M0 = max(-2, 0.85 * -1) = -0.85.
-  np.testing.assert_allclose(ob.rewards_to_go(r, "max", 0.85)[0, 0], [-0.85, -1.0, -3.0],
-                             rtol=1e-6)
+  np.testing.assert_allclose(ob.rewards_to_go(r, "max", 0.85)[0, 0], [-0.85, -1.0, -3.0], rtol=1e-6)
 
 
 @pytest.mark.parametrize("agg", ["sum", "max"])
@@ -86,8 +86,10 @@ def test_rewards_to_go_matches_loop(agg, gamma):
   np.testing.assert_allclose(got, _np_rewards_to_go(r, agg, gamma), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("agg,gamma", [("none", 0.85), ("sum", 1.0), ("max", 1.0),
-                                       ("sum", -0.5), ("sum", 0.0), ("max", 0.0)])
+@pytest.mark.parametrize(
+  "agg,gamma",
+  [("none", 0.85), ("sum", 1.0), ("max", 1.0), ("sum", -0.5), ("sum", 0.0), ("max", 0.0)],
+)
 def test_raw_rewards_when_not_aggregated(agg, gamma):
   r = np.random.default_rng(1).normal(size=(2, 2, 4)).astype(np.float32)
   if agg == "max" and gamma == 0.0:  # max(r_t, 0 * M) = max(r_t, 0)
@@ -112,8 +114,9 @@ def test_bad_aggregation_raises():
 def test_step_rewards_kl_mix():
   logp, kl = jnp.array([-2.0, -3.0]), jnp.array([0.5, 0.1])
   np.testing.assert_array_equal(ob.step_rewards(logp), logp)
-  np.testing.assert_allclose(ob.step_rewards(logp, kl, 0.25),
-                             [0.75 * -2.0 - 0.25 * 0.5, 0.75 * -3.0 - 0.25 * 0.1], rtol=1e-6)
+  np.testing.assert_allclose(
+    ob.step_rewards(logp, kl, 0.25), [0.75 * -2.0 - 0.25 * 0.5, 0.75 * -3.0 - 0.25 * 0.1], rtol=1e-6
+  )
   with pytest.raises(ValueError, match="kl"):
     ob.step_rewards(logp, None, 0.5)
 
@@ -123,8 +126,9 @@ def test_step_rewards_kl_mix():
 
 def test_scale_check_from_spec():
   # 0.10 miss on κ, α_κ = 100: 100 * (0.10 - 0.02)^2 = 0.64 nats.
-  pen = ob.budget_penalty(jnp.array([[[0.6, 0.7, 0.5]]]), jnp.array([[0.5, 0.7, 0.5]]),
-                          [100.0, 100.0, 200.0])
+  pen = ob.budget_penalty(
+    jnp.array([[[0.6, 0.7, 0.5]]]), jnp.array([[0.5, 0.7, 0.5]]), [100.0, 100.0, 200.0]
+  )
   np.testing.assert_allclose(pen, [[0.64]], rtol=1e-5)
 
 
@@ -135,7 +139,7 @@ def test_dead_zone_boundary():
   # Rows: κ gap +0.02 (edge); η gap -0.02 (edge); κ gap 0.05; ρ gap 0.03 plus η edge.
   pen = ob.budget_penalty(means, targets, [1.0, 10.0, 100.0], tolerance=0.02)
   np.testing.assert_array_equal(pen[0, :2], [0.0, 0.0])
-  np.testing.assert_allclose(pen[0, 2:], [0.03 ** 2, 10.0 * 0.01 ** 2], rtol=1e-4)
+  np.testing.assert_allclose(pen[0, 2:], [0.03**2, 10.0 * 0.01**2], rtol=1e-4)
 
 
 def test_penalty_two_sided_and_broadcast_over_k():
@@ -165,10 +169,12 @@ def test_penalty_bad_shapes():
 def test_returns_process_and_outcome():
   g = jnp.array([[[-5.0, -3.0, -1.0], [-4.0, -2.0, -0.5]]])
   pen = jnp.array([[0.5, 2.0]])
-  np.testing.assert_allclose(ob.returns(g, pen, "process"),
-                             [[[-5.5, -3.5, -1.5], [-6.0, -4.0, -2.5]]])
-  np.testing.assert_allclose(ob.returns(g, pen, "outcome"),
-                             [[[-5.5, -5.5, -5.5], [-6.0, -6.0, -6.0]]])
+  np.testing.assert_allclose(
+    ob.returns(g, pen, "process"), [[[-5.5, -3.5, -1.5], [-6.0, -4.0, -2.5]]]
+  )
+  np.testing.assert_allclose(
+    ob.returns(g, pen, "outcome"), [[[-5.5, -5.5, -5.5], [-6.0, -6.0, -6.0]]]
+  )
   with pytest.raises(ValueError, match="penalty"):
     ob.returns(g, jnp.zeros((2,)), "process")
   with pytest.raises(ValueError, match="grpo_level"):
@@ -286,7 +292,8 @@ def test_loss_gradients_and_mask():
   adv = rng.normal(size=(2, 3)).astype(np.float32)
   ent = rng.uniform(0.5, 2.0, (2, 3)).astype(np.float32)
   g_new, g_ent = jax.grad(lambda x, h: ob.policy_loss(x, old, adv, h)[0], argnums=(0, 1))(
-      jnp.asarray(new), jnp.asarray(ent))
+    jnp.asarray(new), jnp.asarray(ent)
+  )
   np.testing.assert_allclose(g_new, -np.exp(new - old) * adv / 6, rtol=1e-5)
   np.testing.assert_allclose(g_ent, np.full((2, 3), -0.05 / 6), rtol=1e-6)
   # A mask averages over the kept entries only, as if the rest were absent.

@@ -1,8 +1,6 @@
 """Optimizer: clip-then-AdamW on the accumulated mean gradient, PyTorch semantics (method §9.7)."""
-import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -15,10 +13,14 @@ from sol_jax.rl import optimizer as opt_lib
 def _params(seed=0):
   rng = np.random.default_rng(seed)
   # Names of the leaves that some AdamW setups exclude from decay: here all decay.
-  return {"embedding": rng.normal(size=(4, 3)).astype(np.float32),
-          "dense": {"kernel": rng.normal(size=(3, 2)).astype(np.float32),
-                    "bias": rng.normal(size=(2,)).astype(np.float32)},
-          "LayerNorm_0": {"scale": np.ones((3,), np.float32) + 0.1}}
+  return {
+    "embedding": rng.normal(size=(4, 3)).astype(np.float32),
+    "dense": {
+      "kernel": rng.normal(size=(3, 2)).astype(np.float32),
+      "bias": rng.normal(size=(2,)).astype(np.float32),
+    },
+    "LayerNorm_0": {"scale": np.ones((3,), np.float32) + 0.1},
+  }
 
 
 def _grads(seed, scale):
@@ -43,8 +45,9 @@ def _run_torch(cfg, accum, grads, params, flush):
   """The reference loop: backward(L / accum) per minibatch, clip + step every accum."""
   leaves, treedef = jax.tree.flatten(params)
   ps = [torch.nn.Parameter(torch.tensor(np.asarray(p))) for p in leaves]
-  opt = torch.optim.AdamW(ps, lr=cfg.lr, betas=(cfg.b1, cfg.b2), eps=cfg.eps,
-                          weight_decay=cfg.weight_decay)
+  opt = torch.optim.AdamW(
+    ps, lr=cfg.lr, betas=(cfg.b1, cfg.b2), eps=cfg.eps, weight_decay=cfg.weight_decay
+  )
 
   def step():
     torch.nn.utils.clip_grad_norm_(ps, cfg.max_grad_norm)
@@ -129,7 +132,6 @@ def test_matches_torch_adamw_with_accumulation_clip_and_leftover(big, small):
     np.testing.assert_allclose(g, w, rtol=1e-5, atol=2e-6)
 
 
-
 def test_window_grad_norm_is_what_the_clip_sees():
   """On emitting calls: the torch reference's clip_grad_norm_ total norm of sum(g / accum)."""
   cfg, accum = OptimCfg(), 3
@@ -141,9 +143,13 @@ def test_window_grad_norm_is_what_the_clip_sees():
     norm = opt_lib.window_grad_norm(state, g)
     _, new_state = tx.update(g, state, params)
     emits = opt_lib.stepped(new_state)
-    window = grads[i - i % accum:i + 1]
-    flat = np.concatenate([np.ravel(sum(np.asarray(x) for x in leaf) / len(window))
-                           for leaf in zip(*map(jax.tree.leaves, window))])
+    window = grads[i - i % accum : i + 1]
+    flat = np.concatenate(
+      [
+        np.ravel(sum(np.asarray(x) for x in leaf) / len(window))
+        for leaf in zip(*map(jax.tree.leaves, window))
+      ]
+    )
     assert bool(emits) == ((i + 1) % accum == 0)
     np.testing.assert_allclose(float(norm), np.linalg.norm(flat), rtol=1e-5)
     if emits:  # the reference accumulates backward(L / accum), then clips
@@ -160,8 +166,7 @@ def test_flush_with_nothing_pending_is_a_no_op():
   cfg = OptimCfg()
   params = _params()
   _, state = _run_optax(cfg, 2, [_grads(1, 1.0), _grads(2, 1.0)], params, flush=False)
-  updates, new_state = jax.jit(opt_lib.flush_leftover, static_argnums=(0, 1))(
-      cfg, 2, state, params)
+  updates, new_state = jax.jit(opt_lib.flush_leftover, static_argnums=(0, 1))(cfg, 2, state, params)
   assert all(np.all(np.asarray(u) == 0) for u in jax.tree.leaves(updates))
   for a, b in zip(jax.tree.leaves(new_state), jax.tree.leaves(state)):
     np.testing.assert_array_equal(a, b)

@@ -10,6 +10,7 @@ All runs share one compiled step: `loop.make_train_step` is wrapped so that
 every `train` call reuses the first jitted step (same TrainSetup, same
 shardings) and records the batches it is fed. Compiling it dominates the time.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -32,16 +33,29 @@ C, T, B, N = 8, 4, 2, 6  # N data batches; the interrupted run stops after N // 
 # B*K = 8 rollouts per batch in 2 minibatches of 4; an AdamW step every 4
 # minibatches. After 3 batches (6 minibatches) one step is done and 2
 # minibatches sit in the accumulator, so the stop falls mid-accumulation.
-OVERRIDES = [f"data.context_len={C}", f"data.horizon={T}", "data.train_fraction=1.0",
-             "actions.variant=2L", "policy.d_model=32", "policy.num_heads=2",
-             "policy.max_len=16", "rl.num_rollouts=4", f"rl.batch_size={B}",
-             "rl.minibatch_decisions=16", "rl.grad_accum=4", "optim.lr=1e-2",
-             f"train.num_steps={N}", "train.checkpoint_every=3", "train.seed=7"]
+OVERRIDES = [
+  f"data.context_len={C}",
+  f"data.horizon={T}",
+  "data.train_fraction=1.0",
+  "actions.variant=2L",
+  "policy.d_model=32",
+  "policy.num_heads=2",
+  "policy.max_len=16",
+  "rl.num_rollouts=4",
+  f"rl.batch_size={B}",
+  "rl.minibatch_decisions=16",
+  "rl.grad_accum=4",
+  "optim.lr=1e-2",
+  f"train.num_steps={N}",
+  "train.checkpoint_every=3",
+  "train.seed=7",
+]
 
 
 def _config(run_dir: pathlib.Path) -> config_lib.ExperimentConfig:
-  return config_lib.apply_overrides(config_lib.ExperimentConfig(),
-                                    OVERRIDES + [f"train.run_dir={run_dir}"])
+  return config_lib.apply_overrides(
+    config_lib.ExperimentConfig(), OVERRIDES + [f"train.run_dir={run_dir}"]
+  )
 
 
 def _host(state) -> dict:
@@ -96,8 +110,9 @@ def runs(tmp_path_factory, tiny_llama):
   # One batch more than the run uses: the epoch does not end, so `train` skips
   # its leftover-gradient flush (nothing is pending at step N anyway), which
   # runs op by op and would cost more CPU time than all the training here.
-  blocks = np.random.default_rng(0).integers(0, MODEL.vocab_size, (B * (N + 1), C + T + 1),
-                                             dtype=np.int32)
+  blocks = np.random.default_rng(0).integers(
+    0, MODEL.vocab_size, (B * (N + 1), C + T + 1), dtype=np.int32
+  )
   shared = _SharedStep()
   out = {"root": root, "lm": lm, "blocks": blocks}
 
@@ -106,8 +121,7 @@ def runs(tmp_path_factory, tiny_llama):
 
     def run(name, **kw):
       shared.batches = []
-      state = loop.train(_config(root / name), lm, blocks=blocks, progress=False, log=False,
-                         **kw)
+      state = loop.train(_config(root / name), lm, blocks=blocks, progress=False, log=False, **kw)
       return _host(state), shared.batches
 
     out["straight"] = run("straight")
@@ -115,8 +129,9 @@ def runs(tmp_path_factory, tiny_llama):
     shutil.copytree(root / "resumed", root / "half_copy")  # pristine, for the other tests
     out["resumed"] = run("resumed")
     shutil.copytree(root / "half_copy", root / "restarted")
-    mp.setattr(checkpointing.Checkpoints, "restore",
-               _restore_state_only(checkpointing.Checkpoints.restore))
+    mp.setattr(
+      checkpointing.Checkpoints, "restore", _restore_state_only(checkpointing.Checkpoints.restore)
+    )
     out["restarted"] = run("restarted")
   assert len(shared.jitted) == 1
   return out
@@ -160,7 +175,7 @@ def test_a_rewound_iterator_is_caught(runs):
   straight, straight_batches = runs["straight"]
   restarted, batches = runs["restarted"]
   assert len(batches) == N // 2
-  for got, want in zip(batches, straight_batches[:N // 2]):
+  for got, want in zip(batches, straight_batches[: N // 2]):
     np.testing.assert_array_equal(got, want)
   assert len(_differing(straight["params"], restarted["params"])) > 10
 
@@ -178,8 +193,9 @@ def _garble_iterator_state(step_dir: pathlib.Path) -> None:
   (step_dir / "data" / "process_0-of-1.json").write_text("not json")
 
 
-@pytest.mark.parametrize("corrupt", [_truncate_array_files, _garble_state_metadata,
-                                     _garble_iterator_state])
+@pytest.mark.parametrize(
+  "corrupt", [_truncate_array_files, _garble_state_metadata, _garble_iterator_state]
+)
 def test_corrupt_checkpoint_is_one_clear_error(runs, corrupt):
   run_dir = runs["root"] / corrupt.__name__
   shutil.copytree(runs["root"] / "half_copy", run_dir)
@@ -190,8 +206,11 @@ def test_corrupt_checkpoint_is_one_clear_error(runs, corrupt):
   msg = str(err.value)
   # Names the checkpoint, and says what to do.
   assert f"checkpoint step {N // 2} in {ckpt_dir}" in msg
-  assert re.search(rf"delete {re.escape(str(ckpt_dir / str(N // 2)))} to resume from an "
-                   r"earlier step, or use a new train\.run_dir", msg)
+  assert re.search(
+    rf"delete {re.escape(str(ckpt_dir / str(N // 2)))} to resume from an "
+    r"earlier step, or use a new train\.run_dir",
+    msg,
+  )
   # Nothing was trained or written over.
   assert sorted(p.name for p in ckpt_dir.iterdir()) == [str(N // 2)]
 
@@ -199,11 +218,13 @@ def test_corrupt_checkpoint_is_one_clear_error(runs, corrupt):
 def test_flipped_bytes_in_array_data_are_detected(runs):
   run_dir = runs["root"] / "bit_flip"
   shutil.copytree(runs["root"] / "half_copy", run_dir)
-  data = max((run_dir / "checkpoints" / str(N // 2) / "state" / "ocdbt.process_0" / "d")
-             .iterdir(), key=lambda f: f.stat().st_size)
+  data = max(
+    (run_dir / "checkpoints" / str(N // 2) / "state" / "ocdbt.process_0" / "d").iterdir(),
+    key=lambda f: f.stat().st_size,
+  )
   raw = bytearray(data.read_bytes())
   mid = len(raw) // 2
-  raw[mid:mid + 16] = bytes(b ^ 0xFF for b in raw[mid:mid + 16])
+  raw[mid : mid + 16] = bytes(b ^ 0xFF for b in raw[mid : mid + 16])
   data.write_bytes(bytes(raw))
 
   cfg = _config(run_dir)

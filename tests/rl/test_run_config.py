@@ -3,6 +3,7 @@
 The run directories here hold a real orbax checkpoint of an untrained state
 (no train step is compiled): a resume is refused or allowed before any step.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,26 +17,36 @@ import pytest
 from sol_jax import config as config_lib
 from sol_jax.data import make_iterator
 from sol_jax.models import llama
-from sol_jax.models.config import ModelConfig
 from sol_jax.rl import checkpointing, loop, run_config
 from sol_jax.rl import train_step as train_step_lib
+from tests.tiny_models import TINY_LLAMA_1L
 
-MODEL = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_layers=1,
-                    num_heads=4, num_kv_heads=2, head_dim=8)
+MODEL = TINY_LLAMA_1L
 C, T, B = 8, 4, 2
-OVERRIDES = [f"data.context_len={C}", f"data.horizon={T}", "data.train_fraction=1.0",
-             "actions.variant=2L", "policy.d_model=32", "policy.num_heads=2",
-             "policy.max_len=16", "rl.num_rollouts=4", f"rl.batch_size={B}",
-             "rl.minibatch_decisions=16", "optim.lr=1e-2", "train.num_steps=6",
-             "train.checkpoint_every=3", "model.source=tiny-test-model"]
-BLOCKS = np.random.default_rng(0).integers(0, MODEL.vocab_size, (B * 8, C + T + 1),
-                                           dtype=np.int32)
+OVERRIDES = [
+  f"data.context_len={C}",
+  f"data.horizon={T}",
+  "data.train_fraction=1.0",
+  "actions.variant=2L",
+  "policy.d_model=32",
+  "policy.num_heads=2",
+  "policy.max_len=16",
+  "rl.num_rollouts=4",
+  f"rl.batch_size={B}",
+  "rl.minibatch_decisions=16",
+  "optim.lr=1e-2",
+  "train.num_steps=6",
+  "train.checkpoint_every=3",
+  "model.source=tiny-test-model",
+]
+BLOCKS = np.random.default_rng(0).integers(0, MODEL.vocab_size, (B * 8, C + T + 1), dtype=np.int32)
 LM = (MODEL, llama.init_params(MODEL, jax.random.PRNGKey(0)))
 
 
 def _config(run_dir: pathlib.Path, *extra: str) -> config_lib.ExperimentConfig:
-  return config_lib.apply_overrides(config_lib.ExperimentConfig(),
-                                    OVERRIDES + [f"train.run_dir={run_dir}", *extra])
+  return config_lib.apply_overrides(
+    config_lib.ExperimentConfig(), OVERRIDES + [f"train.run_dir={run_dir}", *extra]
+  )
 
 
 def _checkpointed_run(run_dir: pathlib.Path, *, with_config: bool = True) -> None:
@@ -53,9 +64,16 @@ def _checkpointed_run(run_dir: pathlib.Path, *, with_config: bool = True) -> Non
 
 
 def test_config_yaml_round_trips(tmp_path):
-  for cfg in (config_lib.load_config("smollm2_3L_cpu"),
-              _config(tmp_path, "rl.budget_kappa_list=[0.2,0.55]", "optim.lr=3e-4",
-                      "data.data_dir=/some/where", "description='a: tricky # string'")):
+  for cfg in (
+    config_lib.load_config("smollm2_3L_cpu"),
+    _config(
+      tmp_path,
+      "rl.budget_kappa_list=[0.2,0.55]",
+      "optim.lr=3e-4",
+      "data.data_dir=/some/where",
+      "description='a: tricky # string'",
+    ),
+  ):
     run_config.save_run_config(tmp_path, cfg)
     assert run_config.load_run_config(tmp_path) == cfg
   starts = json.loads((tmp_path / run_config.PROVENANCE_FILE).read_text())["starts"]
@@ -77,8 +95,13 @@ def test_resume_with_a_changed_lr_is_refused(tmp_path):
   _checkpointed_run(tmp_path)
   before = (tmp_path / "config.yaml").read_text()
   with pytest.raises(ValueError) as err:
-    loop.train(_config(tmp_path, "optim.lr=1e-3", "rl.entropy_coef=0.1"), LM, blocks=BLOCKS,
-               progress=False, log=False)
+    loop.train(
+      _config(tmp_path, "optim.lr=1e-3", "rl.entropy_coef=0.1"),
+      LM,
+      blocks=BLOCKS,
+      progress=False,
+      log=False,
+    )
   msg = str(err.value)
   assert "optim.lr: 0.01 → 0.001" in msg and "rl.entropy_coef: 0.05 → 0.1" in msg
   assert msg.count(" → ") == 2  # only the two changed keys, in one error
@@ -111,20 +134,23 @@ def test_evaluation_uses_the_saved_config(tmp_path):
   _checkpointed_run(tmp_path)
   saved = run_config.load_run_config(tmp_path)
   # The default config (smollm2_3L_cpu) only names nothing here: the run dir wins.
-  cfg = run_config.evaluation_config([f"train.run_dir={tmp_path}", "eval.dtype=float32"],
-                                     default="smollm2_3L_cpu")
+  cfg = run_config.evaluation_config(
+    [f"train.run_dir={tmp_path}", "eval.dtype=float32"], default="smollm2_3L_cpu"
+  )
   assert cfg.eval.dtype == "float32"  # eval overrides apply on top
   assert cfg.actions == saved.actions and cfg.policy == saved.policy
   assert cfg.model.source == "tiny-test-model" and cfg.data.context_len == C
   with pytest.raises(ValueError, match=r"policy\.d_model: 32 → 64"):
-    run_config.evaluation_config([f"train.run_dir={tmp_path}", "policy.d_model=64"],
-                                 default="smollm2_3L_cpu")
+    run_config.evaluation_config(
+      [f"train.run_dir={tmp_path}", "policy.d_model=64"], default="smollm2_3L_cpu"
+    )
 
 
 def test_evaluation_of_a_run_without_config_uses_the_command_line(tmp_path, caplog):
   with caplog.at_level(logging.WARNING, logger="sol_jax"):
-    cfg = run_config.evaluation_config([f"train.run_dir={tmp_path}", "policy.d_model=64"],
-                                       default="smollm2_3L_cpu")
+    cfg = run_config.evaluation_config(
+      [f"train.run_dir={tmp_path}", "policy.d_model=64"], default="smollm2_3L_cpu"
+    )
   assert cfg.policy.d_model == 64 and cfg.name == "smollm2_3L_cpu"
   assert any("no config.yaml" in r.getMessage() for r in caplog.records)
 

@@ -19,6 +19,7 @@ and the LM's partial sums across "model" (o_proj, down_proj, lm_head). That is
 Sampled actions are discrete and must match exactly (same PRNG key splits;
 logits differ by ~1e-7, far from the Gumbel argmax ties).
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,14 @@ MESHES = ("data4_model2", "data8_model1")
 def result():
   env = {**os.environ, "PYTHONPATH": str(ROOT)}
   env.pop("XLA_FLAGS", None)
-  proc = subprocess.run([sys.executable, str(ROOT / "tests" / "rl" / "sharded_step_check.py")],
-                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  proc = subprocess.run(
+    [sys.executable, str(ROOT / "tests" / "rl" / "sharded_step_check.py")],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -85,14 +92,19 @@ def test_same_gradients_and_params(result, mesh):
   assert r["step_equal"] and r["rng_equal"]
 
 
-@pytest.mark.parametrize("data, model, batch, match", [
+@pytest.mark.parametrize(
+  "data, model, batch, match",
+  [
     (-1, 1, 6, r"rl\.batch_size=6 must be divisible by the data axis \(8\)"),
     (4, 2, 6, r"rl\.batch_size=6 must be divisible by the data axis \(4\)"),
     (4, 2, 10, r"rl\.batch_size=10 must be divisible by the data axis \(4\)"),
-])
+  ],
+)
 def test_validate_mesh_rejects_an_unsplittable_batch(data, model, batch, match):
-  cfg = config_lib.apply_overrides(config_lib.ExperimentConfig(), [
-      f"mesh.data={data}", f"mesh.model={model}", f"rl.batch_size={batch}"])
+  cfg = config_lib.apply_overrides(
+    config_lib.ExperimentConfig(),
+    [f"mesh.data={data}", f"mesh.model={model}", f"rl.batch_size={batch}"],
+  )
   with pytest.raises(ValueError, match=match) as err:
     config_lib.validate_mesh(cfg, 8)
   assert "change rl.batch_size or mesh.data" in str(err.value)
@@ -100,7 +112,14 @@ def test_validate_mesh_rejects_an_unsplittable_batch(data, model, batch, match):
 
 def test_validate_mesh_accepts_the_tested_meshes():
   for data, model in ((4, 2), (8, 1), (-1, 1)):
-    cfg = config_lib.apply_overrides(config_lib.ExperimentConfig(), [
-        f"mesh.data={data}", f"mesh.model={model}", "rl.batch_size=8",
-        "data.horizon=4", "rl.minibatch_decisions=64"])
+    cfg = config_lib.apply_overrides(
+      config_lib.ExperimentConfig(),
+      [
+        f"mesh.data={data}",
+        f"mesh.model={model}",
+        "rl.batch_size=8",
+        "data.horizon=4",
+        "rl.minibatch_decisions=64",
+      ],
+    )
     assert config_lib.validate_mesh(cfg, 8) == ((8 if data == -1 else data), model)

@@ -1,4 +1,5 @@
 """Budget target sampling (method §9.1): list > range > default, per axis."""
+
 import dataclasses
 
 import jax
@@ -52,8 +53,14 @@ def test_list_wins_over_range_and_is_uniform():
 
 
 def test_default_when_no_list_and_no_range():
-  cfg = _cfg(budget_rho_min=None, budget_rho_max=None, budget_eta_min=None,
-             budget_eta_max=None, budget_rho_default=0.6, budget_eta_default=7 / 16)
+  cfg = _cfg(
+    budget_rho_min=None,
+    budget_rho_max=None,
+    budget_eta_min=None,
+    budget_eta_max=None,
+    budget_rho_default=0.6,
+    budget_eta_default=7 / 16,
+  )
   t = np.asarray(sample_targets(jax.random.key(2), cfg, 5))
   np.testing.assert_array_equal(t[:, 1], np.float32(0.6))
   np.testing.assert_array_equal(t[:, 2], np.float32(0.4375))

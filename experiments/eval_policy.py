@@ -9,12 +9,16 @@ bits) on data.eval_batches x data.eval_batch_size blocks (0 batches: all), then
 Fixed matched to the policy's *realized* averages (§12.3) on the same blocks.
 Writes a CSV + JSON next to the checkpoints. The run's saved config.yaml is
 used, with the key=value overrides on top (eval.*, data paths...).
+With eval.policy=NAME (e.g. smollm2_3L_cpu/seed1 under policies/) or a folder,
+the shipped policy is evaluated instead, with its saved config plus the overrides
+(no run dir or training); results go to runs/shipped/<name>.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -24,9 +28,12 @@ from sol_jax import evaluation
 from sol_jax.data import text_blocks
 from sol_jax.models import load_model, load_tokenizer
 from sol_jax.policy import PolicyAgent
-from sol_jax.rl import Checkpoints, evaluation_config, init_train_state, make_setup, run_directory
+from sol_jax.rl import Checkpoints, init_train_state, make_setup, run_directory
+from sol_jax.rl.policy_compat import check_compatible, evaluation_config
+from sol_jax.rl.policy_files import load_policy
 
 KEYS = (
+  "eval.policy",
   "eval.budgets",
   "eval.greedy",
   "eval.random_seed",
@@ -51,15 +58,21 @@ def main(argv=None):
   model_cfg, params = load_model(cfg.model.source, dtype=cfg.eval.dtype)
   tokenizer = load_tokenizer(cfg.model.source)
   setup = make_setup(cfg, model_cfg)
-  run_dir = run_directory(cfg)
-  ckpt = Checkpoints(run_dir)
-  step = ckpt.latest_step()
-  if step is None:
-    raise FileNotFoundError(
-      f"no checkpoint in {ckpt.directory}; train first "
-      f"(python -m experiments.train {cfg.name}) or set train.run_dir."
-    )
-  state = ckpt.restore(step, init_train_state(setup, cfg.train.seed))
+  if cfg.eval.policy is not None:  # a shipped policy: no run dir, no checkpoint
+    shipped = load_policy(cfg.eval.policy)
+    check_compatible(shipped, cfg, model_cfg)
+    policy_params, step = shipped.params, shipped.provenance["step"]
+    run_dir = pathlib.Path("runs") / "shipped" / shipped.label.strip("/").replace("/", "_")
+  else:
+    run_dir = run_directory(cfg)
+    ckpt = Checkpoints(run_dir)
+    step = ckpt.latest_step()
+    if step is None:
+      raise FileNotFoundError(
+        f"no checkpoint in {ckpt.directory}; train first "
+        f"(python -m experiments.train {cfg.name}), set train.run_dir or eval.policy."
+      )
+    policy_params = ckpt.restore(step, init_train_state(setup, cfg.train.seed)).params
   c, t = cfg.data.context_len, cfg.data.horizon
   blocks = text_blocks(
     cfg.data.eval, tokenizer, c + t + 1, data_dir=cfg.data.data_dir, max_blocks=cfg.data.eval_blocks
@@ -72,7 +85,7 @@ def main(argv=None):
 
   def inputs(batch, n):
     return {
-      "params": state.params,
+      "params": policy_params,
       "targets": jnp.broadcast_to(targets, (n,) + targets.shape),
       "rng": jax.random.fold_in(seed, batch),
     }
@@ -108,12 +121,21 @@ def main(argv=None):
   )
   rows = []
   for budget, p_res, f_res in zip(budgets, policy, fixed):
-    for r in (p_res, f_res):
-      rows.append(dict(r.row(), requested=budget, checkpoint_step=step))
+    # Policy vs Fixed on the same blocks: 95 % paired bootstrap over blocks (issue 10).
+    d = evaluation.paired_bootstrap(
+      p_res.block_nll_sum, f_res.block_nll_sum, p_res.block_tokens, seed=cfg.eval.random_seed
+    )
+    diff = {"diff_pct": d.diff_pct, "diff_pct_lo": d.diff_pct_lo, "diff_pct_hi": d.diff_pct_hi}
+    for r, extra in ((p_res, diff), (f_res, dict.fromkeys(diff))):  # on the policy row
+      rows.append(dict(r.row(), **extra, requested=budget, checkpoint_step=step))
       print(
         f"{r.name:>40}: PPL {r.ppl:.3f}  kappa {r.avg_keep_effective:.3f} rho {r.avg_prune_keep:.3f} "
         f"eta {r.avg_quant_ratio:.3f}  net keep {r.net_keep:.3f}  rel FLOPs {r.relative_flops:.3f}"
       )
+    print(
+      f"{'policy vs Fixed':>40}: PPL {d.diff_pct:+.2f} % "
+      f"[{d.diff_pct_lo:+.2f}, {d.diff_pct_hi:+.2f}] (95 %, {len(blocks)} blocks paired)"
+    )
   out = run_dir / f"eval_policy_step{step}"
   out.mkdir(parents=True, exist_ok=True)
   with open(out / "results.csv", "w", newline="") as f:

@@ -12,7 +12,7 @@ read as a bit-width in [2, 16] and stored as bits/16 (so `[0.5, 0.7, 8]` and
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Literal, Optional
 
 from sol_jax.config.fields import Section, ranged
 from sol_jax.efficiency.actions import MAX_BITS, MIN_BITS, variant_path
@@ -58,6 +58,9 @@ class EvalCfg(Section):
   progress: bool = True  # progress bars
   hf_check: bool = True  # dense_eval: cross-check the PPL with transformers
   curve_bins: int = ranged(8, ">= 1")  # training_curves: rows of the binned table
+  # eval_policy: a shipped policy (a name under policies/, e.g. smollm2_3L_cpu/seed1,
+  # or a folder) evaluated with its saved config; None: train.run_dir's latest checkpoint.
+  policy: Optional[str] = None
 
   def _validate(self):
     _normalize_budgets(self, "budgets")

@@ -9,6 +9,7 @@ Where each concept lives:
   loop `evaluate_columns`; `plan`: `evaluate_plan`, any mix of columns in one
   harness call per batch.
 - `axis_levels`: per-axis level grids and brackets shared by the matched baselines.
+- `intervals`: paired-bootstrap intervals of policy-vs-baseline differences.
 - One module per baseline, each with its generator, its columns and its runner:
   `constant`; `fixed` (Fixed, §12.3); `random_schedules` (Random and
   best-of-N, §12.4); EMC/DAC (§12.5) in `heuristics` (the step rule, the
@@ -26,6 +27,7 @@ from sol_jax.evaluation.harness import (
 )
 from sol_jax.evaluation.heuristics import drift_signal, entropy_signal, heuristic_schedule
 from sol_jax.evaluation.hf_reference import hf_block_nll, load_hf_model
+from sol_jax.evaluation.intervals import PairedDiff, gap_closure, paired_bootstrap
 from sol_jax.evaluation.perplexity import (
   evaluate_dense,
   full_sequence_nll,
@@ -76,6 +78,10 @@ __all__ = [
   "index_map",
   "run_controlled",
   "static_inputs",
+  # paired-bootstrap intervals
+  "PairedDiff",
+  "gap_closure",
+  "paired_bootstrap",
   # constant
   "ConstantGenerator",
   "constant_columns",

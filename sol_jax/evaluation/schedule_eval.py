@@ -59,10 +59,18 @@ class ColumnResult:
   avg_quant_ratio: float
   net_keep: float
   relative_flops: float
-  nll_per_block: Optional[np.ndarray] = None  # [blocks], mean NLL of each block
+  # Per-block float64 NLL sums and scored-token counts, for the paired bootstrap
+  # (`intervals.paired_bootstrap`): PPL = exp(sum(nll_sum) / sum(tokens)).
+  block_nll_sum: Optional[np.ndarray] = None  # [blocks]
+  block_tokens: Optional[np.ndarray] = None  # [blocks]
 
   def row(self) -> dict:
-    return {k: v for k, v in dataclasses.asdict(self).items() if k != "nll_per_block"}
+    """The scalar fields (no per-block arrays), for CSV / JSON rows."""
+    return {
+      f.name: getattr(self, f.name)
+      for f in dataclasses.fields(self)
+      if f.name not in ("block_nll_sum", "block_tokens")
+    }
 
 
 def evaluate_columns(
@@ -125,7 +133,8 @@ def evaluate_columns(
           )
         ),
         relative_flops=rel,
-        nll_per_block=nll[:, j].mean(-1),
+        block_nll_sum=nll[:, j].sum(-1, dtype=np.float64),
+        block_tokens=np.full(len(nll), nll.shape[-1]),  # every block scores its T steps
         **real,
       )
     )

@@ -238,6 +238,16 @@ def test_evaluate_plan_columns_and_best_of_n(params):
     np.exp(np.mean(np.asarray(dense, np.float64))),
     rtol=1e-5,
   )
+  # Per-block sums and counts (for the paired bootstrap) reproduce each column's PPL.
+  np.testing.assert_allclose(
+    res[THREE.tags[THREE.dense_index]].block_nll_sum,
+    np.asarray(dense, np.float64).sum(-1),
+    rtol=1e-5,
+  )
+  for r in res.values():
+    assert r.block_tokens.tolist() == [T] * (2 * B) and r.tokens == r.block_tokens.sum()
+    np.testing.assert_allclose(r.ppl, np.exp(r.block_nll_sum.sum() / r.tokens), rtol=1e-12)
+    assert "block_nll_sum" not in r.row()
   # Static columns carry fresh generators, called batch after batch with the effective mask.
   for i in range(2):
     sched = RandomScheduler(THREE, budget, seed=1234 + i)

@@ -116,6 +116,7 @@ def child(exp, mode: str) -> dict:
   return out
 
 
+@cli.main_entry
 def main(argv=None):
   cmd = cli.parse(argv, __doc__, KEYS, internal=("--child",), moved=MOVED)
   cfg = cmd.cfg

@@ -138,6 +138,7 @@ def save_timing(cfg: config_lib.ExperimentConfig, root: pathlib.Path, repeats: i
   }
 
 
+@cli.main_entry
 def main(argv=None):
   cfg = cli.parse(argv, __doc__, KEYS).cfg
   with tempfile.TemporaryDirectory() as tmp:

@@ -97,6 +97,7 @@ def child(cfg, steps: int) -> dict:
   }
 
 
+@cli.main_entry
 def main(argv=None):
   cmd = cli.parse(argv, __doc__, KEYS, internal=("--child",), moved={"steps": "bench.steps"})
   cfg = cmd.cfg

@@ -4,20 +4,85 @@ The config is the only source of settings: every script reads a config file
 (default `experiments.DEFAULT_CONFIG`) plus `section.field=value` overrides.
 A script may add `--out PATH`; `--help` prints its docstring and the config
 keys it reads, with their values in the given config.
+
+Every script's `main` is wrapped in `main_entry`: a user error (bad config key
+or value, missing file, data dir or policy) prints `error: <message>` and exits
+with status 2; `--debug` (any script) or SOL_DEBUG=1 shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import inspect
 import json
+import os
 import re
 import sys
+import traceback
 from typing import Callable, Mapping, NamedTuple, Optional, Sequence
 
+import sol_jax
 from experiments import DEFAULT_CONFIG
 from sol_jax import config as config_lib
+from sol_jax import data as data_lib
+
+DEBUG_FLAG, DEBUG_ENV = "--debug", "SOL_DEBUG"
+# What the library raises for bad input (it uses KeyError for none of it).
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError)
+# Folders of our code (by file: a script run with -m is the module __main__).
+_OUR_CODE = tuple(
+  os.path.dirname(os.path.abspath(m.__file__)) + os.sep for m in (sol_jax, sys.modules[__name__])
+)
+
+
+def main_entry(main: Callable) -> Callable:
+  """Wraps a script's `main(argv=None)`: user errors become `error: ...` and exit 2.
+
+  A user error is one of USER_ERRORS raised by a `raise` statement in our own
+  code; anything else (e.g. a ValueError from inside JAX or numpy) is a bug and
+  keeps its traceback. `--debug` is dropped from argv before `main` sees it.
+  """
+
+  @functools.wraps(main)
+  def wrapper(argv: Optional[Sequence[str]] = None):
+    items = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in items or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    items = [a for a in items if a != DEBUG_FLAG]
+    if debug:
+      return main(items)
+    try:
+      return main(items)
+    except KeyboardInterrupt:
+      raise SystemExit(130) from None  # 128 + SIGINT, as a shell reports it
+    except USER_ERRORS as e:
+      if not _raised_by_us(e):
+        raise
+      print(f"error: {e}", file=sys.stderr)
+      raise SystemExit(2) from None
+
+  return wrapper
+
+
+def _raised_by_us(exc: BaseException) -> bool:
+  """Whether `exc` comes from a `raise` statement in sol_jax or experiments."""
+  tb = exc.__traceback__
+  if tb is None:
+    return False
+  while tb.tb_next is not None:
+    tb = tb.tb_next
+  if not os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(_OUR_CODE):
+    return False
+  line = traceback.extract_tb(tb, limit=1)[-1].line or ""
+  return line.startswith("raise")
+
+
+def check_data(cfg: config_lib.ExperimentConfig, *names: str) -> None:
+  """Raises now, not after a model loads, if a named dataset's files are missing."""
+  for name in names:
+    if name in data_lib.NAMED_DATASETS:  # file paths and Hub sources are checked on reading
+      data_lib.dataset_files(name, cfg.data.data_dir)
 
 
 class Command(NamedTuple):
@@ -63,6 +128,8 @@ def parse(
       out_value = value
     elif name in internal:
       flags[name] = value
+    elif item == DEBUG_FLAG:
+      continue  # main_entry's flag, when parse is called without it
     elif _is_flag(item):
       raise ValueError(_flag_error(name, keys, moved, want_out))
     else:
@@ -84,7 +151,7 @@ def _flag_error(flag: str, keys: Sequence[str], moved: Mapping[str, str], has_ou
     names = {f.split(".")[-1]: f for f in _key_list(keys)}
     close = difflib.get_close_matches(bare, list(names), n=1, cutoff=0.5)
     hint = f" (did you mean the config key {names[close[0]]}?)" if close else ""
-  flags = "--out and --help" if has_out else "--help"
+  flags = "--out, --help and --debug" if has_out else "--help and --debug"
   return (
     f"{flag} is not an option{hint}. Settings are config keys given as section.field=value "
     f"after the optional CONFIG; the only flags are {flags}."
@@ -133,4 +200,5 @@ def help_text(doc: str, keys: Sequence[str], config_args: Sequence[str] = ()) ->
     value = json.dumps(config_lib.config_to_dict(getattr(getattr(cfg, section), field)))
     note = _field_notes(type(getattr(cfg, section))).get(field, "")
     lines.append(f"  {key}={value}" + (f"    # {note}" if note else ""))
+  lines += ["", f"An error prints one line; {DEBUG_FLAG} (or {DEBUG_ENV}=1) shows its traceback."]
   return "\n".join(lines)

@@ -34,10 +34,12 @@ KEYS = (
 )
 
 
+@cli.main_entry
 def main(argv=None):
   cmd = cli.parse(argv, __doc__, KEYS, has_out=True, moved={"no-hf-check": "eval.hf_check=false"})
   cfg = cmd.cfg
   c, t = cfg.data.context_len, cfg.data.horizon
+  cli.check_data(cfg, cfg.data.eval)
 
   model_cfg, params = load_model(cfg.model.source, dtype=cfg.eval.dtype)
   tokenizer = load_tokenizer(cfg.model.source)

@@ -51,10 +51,12 @@ KEYS = (
 )
 
 
+@cli.main_entry
 def main(argv=None):
   cfg = cli.parse(
     argv, __doc__, KEYS, moved={"budgets": "eval.budgets"}, loader=evaluation_config
   ).cfg
+  cli.check_data(cfg, cfg.data.eval)
   model_cfg, params = load_model(cfg.model.source, dtype=cfg.eval.dtype)
   tokenizer = load_tokenizer(cfg.model.source)
   setup = make_setup(cfg, model_cfg)

@@ -27,6 +27,7 @@ def model_config(source: str):
   return safetensors_loader.read_config(safetensors_loader.resolve_dir(resolved.path))
 
 
+@cli.main_entry
 def main(argv=None):
   cmd = cli.parse(argv, __doc__, KEYS, has_out=True)
   if not cmd.out:

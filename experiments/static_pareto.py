@@ -359,6 +359,7 @@ def run_page(page, cfg, space, fl_space, fold, model_cfg, params, test, select, 
   }
 
 
+@cli.main_entry
 def main(argv=None):
   cmd = cli.parse(argv, __doc__, KEYS, out="runs/static_pareto", moved=MOVED)
   cfg = cmd.cfg
@@ -379,6 +380,7 @@ def main(argv=None):
   )
   if sweep.estimate_only:
     return {"estimate": est}
+  cli.check_data(cfg, cfg.data.eval, sweep.select_split)
   start = time.perf_counter()
   model_cfg, params = load_model(cfg.model.source, dtype=cfg.eval.dtype)
   tokenizer = load_tokenizer(cfg.model.source)

@@ -20,11 +20,13 @@ from sol_jax.models import load_model, load_tokenizer
 from sol_jax.rl import train
 
 
+@cli.main_entry
 def main(argv=None):
   cfg = cli.parse(argv, __doc__, ("train", "model.source", "model.dtype")).cfg
   # The library logs through `logging` (process 0 only); show its INFO lines.
   logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
   logging.getLogger("sol_jax").setLevel(logging.INFO)
+  cli.check_data(cfg, cfg.data.train)
   parallel.initialize_distributed()
   lm = load_model(cfg.model.source, dtype=cfg.model.dtype)
   state = train(cfg, lm, load_tokenizer(cfg.model.source))

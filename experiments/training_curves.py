@@ -102,6 +102,7 @@ def plot(scalars, path: pathlib.Path, window: int = 10) -> None:
   plt.close(fig)
 
 
+@cli.main_entry
 def main(argv=None):
   cmd = cli.parse(
     argv,

@@ -57,7 +57,8 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> pathlib.
     if not path.is_dir():
       raise FileNotFoundError(
         f'data dir {str(path)!r} (from the data_dir argument) is not a '
-        f'directory. Pass --data_dir=/path/to/data.\n{_EXPECTED_LAYOUT}'
+        f'directory. Set data_dir (config key data.data_dir) to the data folder.\n'
+        f'{_EXPECTED_LAYOUT}'
       )
     return path
   env = os.environ.get(DATA_DIR_ENV)
@@ -66,14 +67,14 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> pathlib.
     if not path.is_dir():
       raise FileNotFoundError(
         f'data dir {env!r} (from ${DATA_DIR_ENV}) is not a directory. Fix '
-        f'${DATA_DIR_ENV} or pass --data_dir=/path/to/data.\n'
+        f'${DATA_DIR_ENV} or set data_dir (config key data.data_dir).\n'
         f'{_EXPECTED_LAYOUT}'
       )
     return path
   if _DEFAULT_DATA_DIR.is_dir():
     return _DEFAULT_DATA_DIR
   raise FileNotFoundError(
-    'no data dir found: pass --data_dir=/path/to/data (data_dir=...) or set '
+    'no data dir found: set data_dir (config key data.data_dir) or '
     f'${DATA_DIR_ENV}; the default {str(_DEFAULT_DATA_DIR)!r} does not '
     f'exist.\n{_EXPECTED_LAYOUT}'
   )

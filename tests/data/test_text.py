@@ -128,9 +128,9 @@ def test_resolve_data_dir_errors(tmp_path, monkeypatch):
   with pytest.raises(FileNotFoundError) as e:
     paths.resolve_data_dir(None)
   msg = str(e.value)
-  for part in ('--data_dir=', 'SOL_DATA_DIR', 'wiki.test.raw'):
+  for part in ('data.data_dir', 'SOL_DATA_DIR', 'wiki.test.raw'):
     assert part in msg
-  with pytest.raises(FileNotFoundError, match='--data_dir='):
+  with pytest.raises(FileNotFoundError, match='data.data_dir'):
     paths.resolve_data_dir(tmp_path / 'also-missing')
   monkeypatch.setenv(paths.DATA_DIR_ENV, str(tmp_path / 'env-missing'))
   with pytest.raises(FileNotFoundError, match='SOL_DATA_DIR'):

@@ -149,10 +149,11 @@ def test_eval_config_comes_from_the_policy_with_overrides(shipped_dir, run_dir):
   assert cfg.eval.policy is None and cfg.actions.variant == "2L"
 
 
-def test_export_cli(run_dir, tmp_path, monkeypatch):
+def test_export_cli(run_dir, tmp_path, monkeypatch, capsys):
   monkeypatch.setattr(export_cli, "model_config", lambda source: MODEL)
   out = tmp_path / "cli" / "seed2"
   export_cli.main([f"train.run_dir={run_dir}", "--out", str(out)])
   assert policy_files.load_policy(out).provenance["step"] == 3
-  with pytest.raises(ValueError, match="--out is required"):
+  with pytest.raises(SystemExit):  # a user error: one line on stderr (experiments.cli)
     export_cli.main([f"train.run_dir={run_dir}"])
+  assert "error: --out is required" in capsys.readouterr().err

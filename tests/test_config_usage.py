@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import gc
 import pathlib
 import re
 
@@ -129,6 +130,23 @@ def _names_used(tree) -> set[str]:
   }
 
 
+def _parse(source: str, filename: str = "<unknown>") -> ast.Module:
+  """ast.parse with the garbage collector paused.
+
+  Seen once in a full-suite CI run on CPython 3.11.7: "SystemError: AST
+  constructor recursion depth mismatch", the interpreter's AST converter losing
+  count of its depth; the likeliest trigger is a GC pass running Python
+  finalizers (objects left by earlier tests) while the tree is being built.
+  """
+  enabled = gc.isenabled()
+  gc.disable()
+  try:
+    return ast.parse(source, filename)
+  finally:
+    if enabled:
+      gc.enable()
+
+
 def collect_reads(extra_sources: tuple[str, ...] = ()) -> set[tuple[str, str]]:
   """(section, field pattern) read anywhere in sol_jax/ and experiments/ (see module doc)."""
   outside = [
@@ -137,15 +155,15 @@ def collect_reads(extra_sources: tuple[str, ...] = ()) -> set[tuple[str, str]]:
     for p in sorted((ROOT / d).rglob("*.py"))
     if CONFIG_PKG not in p.parents
   ]
-  trees = [ast.parse(p.read_text(), str(p)) for p in outside]
-  trees += [ast.parse(src) for src in extra_sources]
+  trees = [_parse(p.read_text(), str(p)) for p in outside]
+  trees += [_parse(src) for src in extra_sources]
   reads, used = set(), set()
   for tree in trees:
     _reads(tree, {}, reads)
     used |= _names_used(tree)
   # Config-package code counts only in units that outside code calls.
   for path in sorted(CONFIG_PKG.glob("*.py")):
-    for node in ast.parse(path.read_text(), str(path)).body:
+    for node in _parse(path.read_text(), str(path)).body:
       units, scope = [node], {}
       if isinstance(node, ast.ClassDef) and node.name in CLASS_SECTION:
         units, scope = node.body, {"self": CLASS_SECTION[node.name]}
@@ -187,7 +205,7 @@ def test_every_config_key_is_read_by_some_code():
 
 def test_forwarded_sections_land_in_fields_their_module_reads():
   used = _names_used(
-    ast.parse(
+    _parse(
       "\n".join(
         p.read_text()
         for d in ("sol_jax", "experiments")
@@ -200,7 +218,7 @@ def test_forwarded_sections_land_in_fields_their_module_reads():
     assert builder in used, f"nothing calls {cls.__name__}.{builder} for the {section} section"
     targets = {f.name for f in dataclasses.fields(cls)}
     module_attrs = {
-      n.attr for n in ast.walk(ast.parse(module.read_text())) if isinstance(n, ast.Attribute)
+      n.attr for n in ast.walk(_parse(module.read_text())) if isinstance(n, ast.Attribute)
     }
     for field in config_keys()[section]:
       assert field in targets, f"{section}.{field} has no {cls.__name__} field"

@@ -10,6 +10,9 @@ Where each concept lives:
   harness call per batch.
 - `axis_levels`: per-axis level grids and brackets shared by the matched baselines.
 - `intervals`: paired-bootstrap intervals of policy-vs-baseline differences.
+- `comparison_log`: the TensorBoard layout comparing methods over operating
+  points (one run per method); `comparison_plots`: its figures (fronts,
+  adherence, per-token action heat map).
 - One module per baseline, each with its generator, its columns and its runner:
   `constant`; `fixed` (Fixed, §12.3); `random_schedules` (Random and
   best-of-N, §12.4); EMC/DAC (§12.5) in `heuristics` (the step rule, the

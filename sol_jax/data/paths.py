@@ -32,6 +32,7 @@ class TextFile:
 class _Part:
   pattern: str  # relative to the data dir; may be a glob
   detokenize: bool
+  exclude: tuple[str, ...] = ()  # file names the glob must skip
 
 
 # The raw and tokenized WikiText evaluation files keep their spaced format by
@@ -39,14 +40,25 @@ class _Part:
 # spaced punctuation as the tokenized files and differs only by `<unk>`.
 # Training text is detokenized towards natural prose (the paper trains on
 # Dolma).
+#
+# Four Gutenberg books are held out of `train-corpus` so every front can be
+# checked on prose the policy was neither trained nor tuned on: Tom Sawyer
+# (selection/tuning split) and Huckleberry Finn, Grimms' Fairy Tales and
+# Ulysses (report split) -- authors with no other book in training.
+HELDOUT_VALID_BOOKS = ('pg74.txt.xz',)
+HELDOUT_TEST_BOOKS = ('pg76.txt.xz', 'pg2591.txt.xz', 'pg4300.txt.xz')
+_GUTENBERG = 'train-corpus/gutenberg/'
+
 NAMED_DATASETS: dict[str, tuple[_Part, ...]] = {
   'wikitext2-raw-test': (_Part('wikitext-2-raw/derived-test-only/wiki.test.raw', False),),
   'wikitext2-test': (_Part('wikitext-2/wiki2.test.txt', False),),
   'wikitext2-valid': (_Part('wikitext-2/wiki2.valid.txt', False),),
   'train-corpus': (
     _Part('train-corpus/wikitext-2/wiki2.train.txt', True),
-    _Part('train-corpus/gutenberg/*.txt.xz', False),
+    _Part(_GUTENBERG + '*.txt.xz', False, HELDOUT_VALID_BOOKS + HELDOUT_TEST_BOOKS),
   ),
+  'gutenberg-heldout-valid': tuple(_Part(_GUTENBERG + b, False) for b in HELDOUT_VALID_BOOKS),
+  'gutenberg-heldout-test': tuple(_Part(_GUTENBERG + b, False) for b in HELDOUT_TEST_BOOKS),
 }
 
 
@@ -90,7 +102,9 @@ def dataset_files(name: str, data_dir: str | os.PathLike[str] | None = None) -> 
   files = []
   for part in NAMED_DATASETS[name]:
     if any(c in part.pattern for c in '*?['):
-      matches = sorted(p for p in root.glob(part.pattern) if p.is_file())
+      matches = sorted(
+        p for p in root.glob(part.pattern) if p.is_file() and p.name not in part.exclude
+      )
       if not matches:
         raise FileNotFoundError(
           f'dataset {name!r}: no files match {str(root / part.pattern)!r}.\n{_EXPECTED_LAYOUT}'

@@ -368,3 +368,28 @@ def test_pipeline_errors(tmp_path):
     pipeline.restore_iterator_state(
       tmp_path / 'none', pipeline.make_iterator(pipeline.make_eval_dataset(BLOCKS, 2))
     )
+
+
+def test_heldout_books_stay_out_of_training(tmp_path):
+  root = _fake_layout(tmp_path)
+  for name in paths.HELDOUT_VALID_BOOKS + paths.HELDOUT_TEST_BOOKS:
+    with lzma.open(root / 'train-corpus/gutenberg' / name, 'wb') as f:
+      f.write(name.encode())
+  train = [f.path.name for f in paths.dataset_files('train-corpus', root)]
+  assert train == ['wiki2.train.txt', 'pg10.txt.xz', 'pg9.txt.xz']
+  valid = [f.path.name for f in paths.dataset_files('gutenberg-heldout-valid', root)]
+  test = [f.path.name for f in paths.dataset_files('gutenberg-heldout-test', root)]
+  assert valid == list(paths.HELDOUT_VALID_BOOKS)
+  assert test == list(paths.HELDOUT_TEST_BOOKS)
+  assert not set(valid) & set(test)
+
+
+def test_heldout_books_exist_in_shared_data():
+  try:
+    root = paths.resolve_data_dir(None)
+  except FileNotFoundError:
+    pytest.skip('no shared data dir')
+  files = paths.dataset_files('gutenberg-heldout-test', root)
+  assert len(files) == 3
+  train = {f.path.name for f in paths.dataset_files('train-corpus', root)}
+  assert len(train) == 1 + 35 - 4

@@ -5,7 +5,7 @@
 
 Loads the latest checkpoint of train.run_dir, runs the greedy policy (method §12.1:
 fresh policy state per block, conditioned on each of eval.budgets, η = bits/16 or
-bits) on data.eval_batches x data.eval_batch_size blocks (0 batches: all), then
+bits; or on the one-number knob: eval.knob=[0.3,0.6,0.9] along eval.knob_path) on data.eval_batches x data.eval_batch_size blocks (0 batches: all), then
 Fixed matched to the policy's *realized* averages (§12.3) on the same blocks.
 Writes a CSV + JSON next to the checkpoints. The run's saved config.yaml is
 used, with the key=value overrides on top (eval.*, data paths...).
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import json
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -28,13 +27,14 @@ from sol_jax import evaluation
 from sol_jax.data import text_blocks
 from sol_jax.models import load_model, load_tokenizer
 from sol_jax.policy import PolicyAgent
-from sol_jax.rl import Checkpoints, init_train_state, make_setup, run_directory
-from sol_jax.rl.policy_compat import check_compatible, evaluation_config
-from sol_jax.rl.policy_files import load_policy
+from sol_jax.rl import make_setup, trained_policy
+from sol_jax.rl.policy_compat import evaluation_config
 
 KEYS = (
   "eval.policy",
   "eval.budgets",
+  "eval.knob",
+  "eval.knob_path",
   "eval.greedy",
   "eval.random_seed",
   "eval.dtype",
@@ -60,27 +60,13 @@ def main(argv=None):
   model_cfg, params = load_model(cfg.model.source, dtype=cfg.eval.dtype)
   tokenizer = load_tokenizer(cfg.model.source)
   setup = make_setup(cfg, model_cfg)
-  if cfg.eval.policy is not None:  # a shipped policy: no run dir, no checkpoint
-    shipped = load_policy(cfg.eval.policy)
-    check_compatible(shipped, cfg, model_cfg)
-    policy_params, step = shipped.params, shipped.provenance["step"]
-    run_dir = pathlib.Path("runs") / "shipped" / shipped.label.strip("/").replace("/", "_")
-  else:
-    run_dir = run_directory(cfg)
-    ckpt = Checkpoints(run_dir)
-    step = ckpt.latest_step()
-    if step is None:
-      raise FileNotFoundError(
-        f"no checkpoint in {ckpt.directory}; train first "
-        f"(python -m experiments.train {cfg.name}), set train.run_dir or eval.policy."
-      )
-    policy_params = ckpt.restore(step, init_train_state(setup, cfg.train.seed)).params
+  policy_params, step, run_dir = trained_policy(cfg, model_cfg)
   c, t = cfg.data.context_len, cfg.data.horizon
   blocks = text_blocks(
     cfg.data.eval, tokenizer, c + t + 1, data_dir=cfg.data.data_dir, max_blocks=cfg.data.eval_blocks
   )
   agent = PolicyAgent(setup.policy, setup.space, t, greedy=cfg.eval.greedy)
-  budgets = cfg.eval.budgets
+  budgets = evaluation.requested_targets(cfg.eval, setup.space)
   # One column per requested budget: the policy is conditioned on it (§12.1).
   targets = jnp.asarray(budgets, jnp.float32)
   seed = jax.random.PRNGKey(cfg.eval.random_seed)  # used only by a sampling policy

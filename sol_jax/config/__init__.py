@@ -25,7 +25,7 @@ from sol_jax.config.loading import (
   parse_overrides,
   resolve_config_path,
 )
-from sol_jax.config.script_sections import BenchCfg, EvalCfg, SweepCfg
+from sol_jax.config.script_sections import BenchCfg, EvalCfg, FrontCfg, SweepCfg
 from sol_jax.config.sections import (
   ActionsCfg,
   DataCfg,
@@ -64,6 +64,7 @@ __all__ = [
   "PolicyCfg",
   "RLCfg",
   "SweepCfg",
+  "FrontCfg",
   "TrainCfg",
   "validate_mesh",
 ]

@@ -53,6 +53,11 @@ class EvalCfg(Section):
   dtype: Literal["float32", "bfloat16"] = "bfloat16"  # eval reloads the LM in bf16
   # eval_policy: the requested budgets the policy is conditioned on, one column each.
   budgets: Budgets = ((0.3, 0.6, 0.5), (0.6, 0.8, 0.6), (0.9, 1.0, 0.9))
+  # The one-number budget knob: values in [0, 1] replace `budgets` with the
+  # targets at those positions along `knob_path` (evaluation.knob; None: the
+  # grid's diagonal from its lowest levels to dense).
+  knob: Optional[tuple[float, ...]] = ranged(None, "[0, 1]")
+  knob_path: Optional[Budgets] = None
   greedy: bool = True  # eval_policy: argmax actions (method §12.1); false samples
   random_seed: int = 1234  # random schedules (trial i: seed + i); a sampling policy
   progress: bool = True  # progress bars
@@ -64,6 +69,10 @@ class EvalCfg(Section):
 
   def _validate(self):
     _normalize_budgets(self, "budgets")
+    self._check(self.knob is None or len(self.knob) > 0, "knob", "must be null or non-empty")
+    if self.knob_path is not None:
+      self._check(len(self.knob_path) >= 2, "knob_path", "needs at least two anchor triples")
+      _normalize_budgets(self, "knob_path")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +98,30 @@ class SweepCfg(Section):
       variant_path(self.fl_variant)
     except FileNotFoundError as e:
       self._check(False, "fl_variant", str(e))
+
+
+@dataclasses.dataclass(frozen=True)
+class FrontCfg(Section):
+  """The policy's front against every baseline: experiments.front (method §12.2-12.5)."""
+
+  _name = "front"
+  # Operating points as positions of the budget knob (eval.knob_path); the
+  # default spans requested net keep ~0.45-0.89 on the 3L grid.
+  knob: tuple[float, ...] = ranged((0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85), "[0, 1]")
+  requested: Optional[Budgets] = None  # explicit (κ*, ρ*, η*) points instead of the knob
+  random_trials: int = ranged(64, ">= 1")  # best-of-N random at each point's realized budget
+  select_split: str = "wikitext2-valid"  # where best-of-N picks its trial (never the report split)
+  select_blocks: int = ranged(64, ">= 1")
+  # > 0: replay the policy's and Fixed's schedules at this batch size (columns
+  # reversed) to measure the evaluation's own noise floor; 0 skips it.
+  noise_batch_size: int = ranged(8, ">= 0")
+  heatmap_blocks: int = ranged(4, ">= 1")  # passages (T tokens each) in the action heat map
+  bootstrap_resamples: int = ranged(10_000, ">= 100")
+
+  def _validate(self):
+    self._check(len(self.knob) > 0, "knob", "needs at least one knob value")
+    if self.requested is not None:
+      _normalize_budgets(self, "requested")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,6 +9,8 @@ Where each concept lives:
   loop `evaluate_columns`; `plan`: `evaluate_plan`, any mix of columns in one
   harness call per batch.
 - `axis_levels`: per-axis level grids and brackets shared by the matched baselines.
+- `knob`: the one-number budget knob -> (κ*, ρ*, η*); `front`: the policy
+  and every baseline at its realized budgets over a sweep of operating points.
 - `intervals`: paired-bootstrap intervals of policy-vs-baseline differences.
 - `comparison_log`: the TensorBoard layout comparing methods over operating
   points (one run per method); `comparison_plots`: its figures (fronts,
@@ -19,8 +21,15 @@ Where each concept lives:
   signals) and `providers` (the rule inside the harness, `heuristic_columns`).
 """
 
-from sol_jax.evaluation.constant import ConstantGenerator, constant_columns, constant_schedule
+from sol_jax.evaluation.constant import (
+  ConstantGenerator,
+  ReplaySchedule,
+  constant_columns,
+  constant_schedule,
+  replay_columns,
+)
 from sol_jax.evaluation.fixed import FixedAllocator, fixed_columns, fixed_matched
+from sol_jax.evaluation.front import Front, FrontPoint, adherence, evaluate_front, front_rows
 from sol_jax.evaluation.harness import (
   Episode,
   StaticSchedule,
@@ -31,6 +40,7 @@ from sol_jax.evaluation.harness import (
 from sol_jax.evaluation.heuristics import drift_signal, entropy_signal, heuristic_schedule
 from sol_jax.evaluation.hf_reference import hf_block_nll, load_hf_model
 from sol_jax.evaluation.intervals import PairedDiff, gap_closure, paired_bootstrap
+from sol_jax.evaluation.knob import diagonal_path, knob_targets, requested_targets
 from sol_jax.evaluation.perplexity import (
   evaluate_dense,
   full_sequence_nll,
@@ -89,6 +99,8 @@ __all__ = [
   "ConstantGenerator",
   "constant_columns",
   "constant_schedule",
+  "ReplaySchedule",
+  "replay_columns",
   # Fixed (§12.3)
   "FixedAllocator",
   "fixed_columns",
@@ -109,4 +121,13 @@ __all__ = [
   "entropy_signal",
   "heuristic_columns",
   "heuristic_schedule",
+  # the budget knob and the policy's front against every baseline (issue 10)
+  "diagonal_path",
+  "knob_targets",
+  "requested_targets",
+  "Front",
+  "FrontPoint",
+  "adherence",
+  "evaluate_front",
+  "front_rows",
 ]

@@ -1,4 +1,8 @@
-"""The constant baseline: one action at every step of every block.
+"""The constant baseline (one action at every step of every block) and replays.
+
+`ReplaySchedule` plays back recorded per-block actions (e.g. a policy's or
+Fixed's `ColumnResult.block_actions`) in any batch layout: the same schedule
+evaluated twice measures the evaluation's own noise floor (issue 10).
 
 A constant column is the simplest static schedule; the harness still executes
 the dense action on non-effective steps (method §4.6), so a constant column's
@@ -45,4 +49,31 @@ def constant_columns(space: ActionSpace, actions: Optional[Sequence[int]] = None
   actions = range(space.num_actions) if actions is None else actions
   return [
     Column(space.tags[a], make=lambda a=int(a): ConstantGenerator(a), grid=space) for a in actions
+  ]
+
+
+class ReplaySchedule:
+  """Replays [blocks, T] recorded actions block by block, across batches of any size."""
+
+  def __init__(self, actions: np.ndarray):
+    self.actions = np.asarray(actions, np.int32)
+    self.offset = 0
+
+  def next_batch(self, rows: int, steps: int, effective=None) -> np.ndarray:
+    del effective  # recorded actions already hold the dense action on non-effective steps
+    end = self.offset + rows
+    if end > len(self.actions) or steps != self.actions.shape[1]:
+      raise ValueError(
+        f"replay of {self.actions.shape} recorded actions asked for rows "
+        f"{self.offset}:{end} x {steps} steps; replay over the same blocks and horizon"
+      )
+    out, self.offset = self.actions[self.offset : end], end
+    return out
+
+
+def replay_columns(results: Sequence, space: ActionSpace, prefix: str = "replay") -> list[Column]:
+  """One column replaying each result's `block_actions` (in `space`'s indices)."""
+  return [
+    Column(f"{prefix} {r.name}", make=lambda a=r.block_actions: ReplaySchedule(a), grid=space)
+    for r in results
   ]

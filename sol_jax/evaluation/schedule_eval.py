@@ -63,13 +63,16 @@ class ColumnResult:
   # (`intervals.paired_bootstrap`): PPL = exp(sum(nll_sum) / sum(tokens)).
   block_nll_sum: Optional[np.ndarray] = None  # [blocks]
   block_tokens: Optional[np.ndarray] = None  # [blocks]
+  # The executed action of every controlled step, [blocks, T] int32: replayable
+  # in another batch layout (`constant.ReplaySchedule`) and drawn as a heat map.
+  block_actions: Optional[np.ndarray] = None
 
   def row(self) -> dict:
     """The scalar fields (no per-block arrays), for CSV / JSON rows."""
     return {
       f.name: getattr(self, f.name)
       for f in dataclasses.fields(self)
-      if f.name not in ("block_nll_sum", "block_tokens")
+      if f.name not in ("block_nll_sum", "block_tokens", "block_actions")
     }
 
 
@@ -135,6 +138,7 @@ def evaluate_columns(
         relative_flops=rel,
         block_nll_sum=nll[:, j].sum(-1, dtype=np.float64),
         block_tokens=np.full(len(nll), nll.shape[-1]),  # every block scores its T steps
+        block_actions=acts.astype(np.int32),
         **real,
       )
     )

@@ -14,7 +14,7 @@ from sol_jax.rl import objectives, run_config
 from sol_jax.rl.checkpointing import Checkpoints
 from sol_jax.rl.loop import action_space, make_setup, train, train_dataset
 from sol_jax.rl.optimizer import make_optimizer
-from sol_jax.rl.policy_compat import check_compatible
+from sol_jax.rl.policy_compat import check_compatible, trained_policy
 from sol_jax.rl.policy_export import export_policy
 from sol_jax.rl.policy_files import ShippedPolicy, load_policy, policies_dir
 from sol_jax.rl.run_config import evaluation_config, load_run_config, run_directory
@@ -41,6 +41,7 @@ __all__ = [
   "sample_targets",
   "ShippedPolicy",
   "check_compatible",
+  "trained_policy",
   "export_policy",
   "load_policy",
   "policies_dir",

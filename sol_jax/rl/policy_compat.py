@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 from typing import Optional, Sequence
 
 from sol_jax import config as config_lib
 from sol_jax.config import ExperimentConfig
 from sol_jax.models.config import ModelConfig
 from sol_jax.rl import run_config
+from sol_jax.rl.checkpointing import Checkpoints
 from sol_jax.rl.loop import action_space, make_setup
 from sol_jax.rl.policy_files import ShippedPolicy, load_policy
+from sol_jax.rl.run_config import run_directory
+from sol_jax.rl.train_step import init_train_state
 
 
 def _grid(cfg: ExperimentConfig) -> str:
@@ -61,3 +65,27 @@ def evaluation_config(argv: Sequence[str], default: Optional[str] = None) -> Exp
   merged = config_lib.apply_overrides(saved, overrides)
   # eval.policy may come from the CONFIG file rather than an override.
   return dataclasses.replace(merged, eval=dataclasses.replace(merged.eval, policy=cfg.eval.policy))
+
+
+def trained_policy(cfg: ExperimentConfig, model_cfg: ModelConfig):
+  """(policy params, data batches trained, a results folder) for an evaluation script.
+
+  With `eval.policy`, the shipped policy (checked against this config's grid and
+  LM; results under runs/shipped/<name>); else `train.run_dir`'s latest checkpoint
+  (results inside the run dir).
+  """
+  if cfg.eval.policy is not None:
+    shipped = load_policy(cfg.eval.policy)
+    check_compatible(shipped, cfg, model_cfg)
+    folder = pathlib.Path("runs") / "shipped" / shipped.label.strip("/").replace("/", "_")
+    return shipped.params, shipped.provenance["step"], folder
+  run_dir = run_directory(cfg)
+  ckpt = Checkpoints(run_dir)
+  step = ckpt.latest_step()
+  if step is None:
+    raise FileNotFoundError(
+      f"no checkpoint in {ckpt.directory}; train first "
+      f"(python -m experiments.train {cfg.name}), set train.run_dir or eval.policy."
+    )
+  state = ckpt.restore(step, init_train_state(make_setup(cfg, model_cfg), cfg.train.seed))
+  return state.params, step, run_dir

@@ -56,6 +56,7 @@ RUN_CONTROL_KEYS = (
   "data.eval_batches",
   "eval.*",
   "sweep.*",
+  "front.*",
   "bench.*",
 )
 

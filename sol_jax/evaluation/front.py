@@ -1,0 +1,259 @@
+"""The policy's front against every baseline at its realized budgets (method §12.2-12.5).
+
+`evaluate_front` runs, over the same report blocks:
+1. the policy (any provider, e.g. `policy.PolicyAgent`), one column per
+   requested target triple;
+2. per operating point, one harness call holding Fixed, N random trials, EMC
+   and DAC, all matched to the policy's *realized* (κ̄, ρ̄, η̄) there (and the
+   dense column at the first point), plus the same random trials on the
+   selection blocks, so best-of-N is picked there and reported here, with the
+   oracle (picked on the report blocks, the reference's number) beside it;
+3. optionally the noise floor: the policy's and Fixed's recorded schedules
+   replayed in another batch layout (`noise_batch_size`, columns reversed);
+   the replayed schedule is identical, so any PPL change is fake-quant and
+   kernel noise, not the method.
+
+`front_rows` turns the result into one row per (point, method) with the paired
+bootstrap of policy vs that method and, against Fixed, the gap closure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from sol_jax.evaluation.constant import constant_columns, replay_columns
+from sol_jax.evaluation.fixed import fixed_columns
+from sol_jax.evaluation.intervals import paired_bootstrap
+from sol_jax.evaluation.knob import diagonal_path
+from sol_jax.evaluation.plan import evaluate_plan
+from sol_jax.evaluation.providers import heuristic_columns
+from sol_jax.evaluation.random_schedules import BestOfN, best_of_n, random_columns
+from sol_jax.evaluation.schedule_eval import ColumnResult, evaluate_columns
+
+BASELINES = ("fixed", "random_best", "random_oracle", "emc", "dac", "dense")
+
+
+@dataclasses.dataclass
+class FrontPoint:
+  requested: tuple[float, float, float]
+  policy: ColumnResult
+  fixed: ColumnResult
+  emc: ColumnResult
+  dac: ColumnResult
+  random: list[ColumnResult]  # trials on the report blocks
+  random_select: list[ColumnResult]  # the same trials on the selection blocks
+  best: BestOfN
+  policy_replay: Optional[ColumnResult] = None  # noise floor: same schedule, other layout
+  fixed_replay: Optional[ColumnResult] = None
+
+  @property
+  def realized(self) -> tuple[float, float, float]:
+    p = self.policy
+    return (p.avg_keep_effective, p.avg_prune_keep, p.avg_quant_ratio)
+
+
+@dataclasses.dataclass
+class Front:
+  points: list[FrontPoint]
+  dense: ColumnResult
+  timings: list[dict]  # per harness call: seconds, decode row-steps, prefill tokens
+
+
+def evaluate_front(
+  params,
+  cfg,
+  space,
+  settings,
+  report_blocks: np.ndarray,
+  select_blocks: np.ndarray,
+  requested: Sequence[Sequence[float]],
+  *,
+  policy_provider,
+  policy_inputs: Callable[[int, int], object],
+  trials: int,
+  seed: int,
+  context_len: int,
+  horizon: int,
+  batch_size: int,
+  noise_batch_size: int = 0,
+  progress: bool = True,
+) -> Front:
+  """The policy and every baseline at each requested point; see the module docstring.
+
+  policy_inputs(batch_index, rows) -> the provider's inputs with one column per
+  `requested` triple (in order).
+  """
+  timings = []
+  kw = dict(context_len=context_len, horizon=horizon, progress=progress)
+
+  def timed(desc, blocks, n_columns, fn):
+    start = time.perf_counter()
+    out = fn()
+    timings.append(
+      {
+        "call": desc,
+        "seconds": time.perf_counter() - start,
+        "decode_row_steps": len(blocks) * n_columns * horizon,
+        "prefill_tokens": len(blocks) * context_len,
+      }
+    )
+    return out
+
+  def plan(blocks, columns, desc, bs=batch_size):
+    return timed(
+      desc,
+      blocks,
+      len(columns),
+      lambda: evaluate_plan(
+        params, cfg, space, settings, blocks, columns, batch_size=bs, desc=desc, **kw
+      ),
+    )
+
+  names = [f"policy {tuple(round(x, 4) for x in t)}" for t in requested]
+  policy = timed(
+    "policy",
+    report_blocks,
+    len(names),
+    lambda: evaluate_columns(
+      params,
+      cfg,
+      space,
+      settings,
+      report_blocks,
+      batch_size=batch_size,
+      names=names,
+      batch_inputs=policy_inputs,
+      provider=policy_provider,
+      desc="policy",
+      **kw,
+    ),
+  )
+  points, dense = [], None
+  for i, (req, pol) in enumerate(zip(requested, policy)):
+    real = (pol.avg_keep_effective, pol.avg_prune_keep, pol.avg_quant_ratio)
+    rand = random_columns(space, real, trials, seed, prefix=f"random p{i}")
+    columns = (
+      fixed_columns(space, [real], [f"fixed p{i}"])
+      + rand
+      + heuristic_columns("emc", [real], space)
+      + heuristic_columns("dac", [real], space)
+    )
+    if dense is None:
+      columns += constant_columns(space, [space.dense_index])
+    res = plan(report_blocks, columns, f"point {i}: baselines")
+    sel = plan(select_blocks, rand, f"point {i}: random, selection split")
+    if dense is None:
+      dense = res[-1]
+    report = res[1 : 1 + trials]
+    points.append(
+      FrontPoint(
+        requested=tuple(float(x) for x in req),
+        policy=pol,
+        fixed=res[0],
+        emc=res[1 + trials],
+        dac=res[2 + trials],
+        random=report,
+        random_select=sel,
+        best=best_of_n(sel, report),
+      )
+    )
+  if noise_batch_size:
+    originals = [p.policy for p in points] + [p.fixed for p in points]
+    replayed = plan(
+      report_blocks,
+      replay_columns(originals, space)[::-1],
+      "noise floor: replay",
+      bs=noise_batch_size,
+    )[::-1]
+    for j, p in enumerate(points):
+      p.policy_replay, p.fixed_replay = replayed[j], replayed[len(points) + j]
+  return Front(points, dense, timings)
+
+
+def _row(point, method, result: ColumnResult, p: FrontPoint, **extra) -> dict:
+  return dict(
+    point=point,
+    method=method,
+    requested_kappa=p.requested[0],
+    requested_rho=p.requested[1],
+    requested_eta=p.requested[2],
+    ppl=result.ppl,
+    kappa=result.avg_keep_effective,
+    rho=result.avg_prune_keep,
+    eta=result.avg_quant_ratio,
+    net_keep=result.net_keep,
+    relative_flops=result.relative_flops,
+    tokens=result.tokens,
+    **extra,
+  )
+
+
+def front_rows(front: Front, *, resamples: int = 10_000, seed: int = 0) -> list[dict]:
+  """One row per (point, method): PPL, realized budgets, and policy vs that method.
+
+  `vs_*` columns: 100·(PPL_policy / PPL_method − 1) with its 95 % paired-bootstrap
+  interval over blocks; `gap*`: (PPL_method − PPL_policy) / (PPL_method − PPL_dense).
+  On the policy row, `noise_pct` is the replayed-schedule change of the policy
+  and `fixed_noise_pct` of Fixed: the evaluation's own noise at that point.
+  """
+  rows = []
+  dense = front.dense
+  for i, p in enumerate(front.points):
+    pol = p.policy
+    methods = {
+      "fixed": p.fixed,
+      "random_best": p.random[p.best.selected],
+      "random_oracle": p.random[p.best.oracle],
+      "emc": p.emc,
+      "dac": p.dac,
+      "dense": dense,
+    }
+    extra = {}
+    if p.policy_replay is not None:
+      extra = {
+        "noise_pct": 100.0 * (p.policy_replay.ppl / pol.ppl - 1.0),
+        "fixed_noise_pct": 100.0 * (p.fixed_replay.ppl / p.fixed.ppl - 1.0),
+      }
+    rows.append(_row(i, "policy", pol, p, **extra))
+    for method, res in methods.items():
+      d = paired_bootstrap(
+        pol.block_nll_sum,
+        res.block_nll_sum,
+        pol.block_tokens,
+        nll_dense=None if method == "dense" else dense.block_nll_sum,
+        resamples=resamples,
+        seed=seed,
+      )
+      extra = dict(vs=d.diff_pct, vs_lo=d.diff_pct_lo, vs_hi=d.diff_pct_hi)
+      if method != "dense":
+        extra.update(gap=d.gap, gap_lo=d.gap_lo, gap_hi=d.gap_hi)
+      if method == "random_best":
+        extra.update(
+          random_mean_ppl=p.best.mean_ppl, trials=p.best.trials, selected=p.best.selected
+        )
+      rows.append(_row(i, method, res, p, **extra))
+  return rows
+
+
+def adherence(front: Front, space) -> dict:
+  """Per axis: requested, realized, and mean / max |realized − requested| over the points.
+
+  Requests the grid cannot reach are clamped to the grid before the miss is taken.
+  """
+  lo, hi = (np.asarray(b) for b in diagonal_path(space))
+  req = np.clip(np.asarray([p.requested for p in front.points], np.float64), lo, hi)
+  got = np.asarray([p.realized for p in front.points], np.float64)
+  out = {}
+  for a, name in enumerate(("kappa", "rho", "eta")):
+    miss = np.abs(got[:, a] - req[:, a])
+    out[name] = {
+      "requested": req[:, a].tolist(),
+      "realized": got[:, a].tolist(),
+      "mean_miss": float(miss.mean()),
+      "max_miss": float(miss.max()),
+    }
+  return out

@@ -211,6 +211,10 @@ class TrainCfg(Section):
   log_every: int = ranged(10, ">= 1")
   checkpoint_every: Optional[int] = ranged(None, ">= 1")  # None: every 10 % of the run
   run_dir: Optional[str] = None  # None: runs/<name>
+  # A fresh run (no checkpoint in run_dir) may start from a shipped policy
+  # (name under policies/ or folder): its params, and the data position after its
+  # `step` batches; the optimizer starts fresh (Adam moments are not shipped).
+  init_from: Optional[str] = None
   keep_checkpoints: bool = True  # false: write no checkpoints (smoke runs)
   max_to_keep: Optional[int] = ranged(None, ">= 1")  # None: keep all
   # > 0: a jax.profiler trace of this many steps after the first (which compiles),

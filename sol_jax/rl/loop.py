@@ -8,6 +8,7 @@ import time
 from typing import Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.experimental import multihost_utils
@@ -117,6 +118,8 @@ def train(
     if resume is not None:
       state = ckpt.restore(resume, state, iterator)
       _info("resumed from %s/%d", ckpt.directory, resume)
+    elif cfg.train.init_from is not None:
+      state, resume = _warm_start(cfg, model_cfg, state, iterator)
     return _run(
       cfg,
       setup,
@@ -134,6 +137,29 @@ def train(
   finally:
     if ckpt:
       ckpt.close()  # waits for an asynchronous save still being written
+
+
+def _warm_start(cfg, model_cfg, state: TrainState, iterator) -> tuple[TrainState, int]:
+  """`train.init_from`: a shipped policy's params and data position, a fresh optimizer.
+
+  Carries a run across machines that keep no run directory (only the shipped
+  params travel): the data iterator skips the `step` batches already trained on.
+  """
+  from sol_jax.rl import policy_compat  # pylint: disable=g-import-not-at-top (imports loop)
+
+  shipped = policy_compat.load_policy(cfg.train.init_from)
+  policy_compat.check_compatible(shipped, cfg, model_cfg)
+  start = int(shipped.provenance["step"])
+  for _ in range(start):
+    next(iterator)
+  state = TrainState(
+    jax.device_put(shipped.params),
+    state.opt_state,
+    jnp.asarray(start, jnp.int32),
+    jax.random.fold_in(state.rng, start),  # not the fresh run's stream
+  )
+  _info("warm start from policy %s at data batch %d (fresh optimizer)", shipped.label, start)
+  return state, start
 
 
 def _info(msg: str, *args) -> None:

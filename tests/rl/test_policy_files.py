@@ -17,6 +17,7 @@ from safetensors.flax import load_file, save_file
 
 from experiments import export_policy as export_cli
 from sol_jax import config as config_lib
+from sol_jax.data import make_iterator
 from sol_jax.policy import PolicyObs, network
 from sol_jax.rl import checkpointing, loop, policy_compat, policy_files, run_config
 from sol_jax.rl import train_step as train_step_lib
@@ -157,3 +158,28 @@ def test_export_cli(run_dir, tmp_path, monkeypatch, capsys):
   with pytest.raises(SystemExit):  # a user error: one line on stderr (experiments.cli)
     export_cli.main([f"train.run_dir={run_dir}"])
   assert "error: --out is required" in capsys.readouterr().err
+
+
+def test_warm_start_takes_params_and_data_position_with_a_fresh_optimizer(shipped_dir, tmp_path):
+  from tests.rl.test_run_config import BLOCKS  # pylint: disable=g-import-not-at-top
+
+  shipped = policy_files.load_policy("tiny/seed1")
+  cfg = config_lib.apply_overrides(
+    shipped.config, [f"train.run_dir={tmp_path / 'next'}", "train.init_from=tiny/seed1"]
+  )
+  setup = loop.make_setup(cfg, MODEL)
+  fresh = train_step_lib.init_train_state(setup, cfg.train.seed + 1)
+  iterator = make_iterator(loop.train_dataset(cfg, None, BLOCKS))
+  state, start = loop._warm_start(cfg, MODEL, fresh, iterator)
+  assert start == int(state.step) == shipped.provenance["step"] == 3
+  same = jax.tree.map(lambda a, b: np.array_equal(a, b), shipped.params, state.params)
+  assert all(jax.tree_util.tree_leaves(same))
+  assert state.opt_state is fresh.opt_state  # Adam moments are not shipped
+  # The iterator continues after the batches the shipped policy was trained on.
+  reference = make_iterator(loop.train_dataset(cfg, None, BLOCKS))
+  for _ in range(3):
+    next(reference)
+  np.testing.assert_array_equal(next(iterator), next(reference))
+  wrong = config_lib.apply_overrides(cfg, ["actions.variant=3L"])
+  with pytest.raises(ValueError, match="does not fit"):
+    loop._warm_start(wrong, MODEL, fresh, make_iterator(loop.train_dataset(cfg, None, BLOCKS)))

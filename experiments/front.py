@@ -166,6 +166,7 @@ def main(argv=None):
     horizon=t,
     batch_size=cfg.data.eval_batch_size,
     noise_batch_size=cfg.front.noise_batch_size,
+    rows_per_call=cfg.front.rows_per_call,
     progress=cfg.eval.progress,
   )
   peak_after = matmul_peak_gflops()

@@ -115,6 +115,9 @@ class FrontCfg(Section):
   # > 0: replay the policy's and Fixed's schedules at this batch size (columns
   # reversed) to measure the evaluation's own noise floor; 0 skips it.
   noise_batch_size: int = ranged(8, ">= 0")
+  # Blocks per harness call = rows_per_call // columns: all points' baselines share
+  # one call (one prefill per block), so this sets the decode batch M.
+  rows_per_call: int = ranged(1024, ">= 1")
   heatmap_blocks: int = ranged(4, ">= 1")  # passages (T tokens each) in the action heat map
   bootstrap_resamples: int = ranged(10_000, ">= 100")
 

@@ -3,11 +3,12 @@
 `evaluate_front` runs, over the same report blocks:
 1. the policy (any provider, e.g. `policy.PolicyAgent`), one column per
    requested target triple;
-2. per operating point, one harness call holding Fixed, N random trials, EMC
-   and DAC, all matched to the policy's *realized* (κ̄, ρ̄, η̄) there (and the
-   dense column at the first point), plus the same random trials on the
-   selection blocks, so best-of-N is picked there and reported here, with the
-   oracle (picked on the report blocks, the reference's number) beside it;
+2. at every operating point Fixed, N random trials, EMC and DAC, all matched
+   to the policy's *realized* (κ̄, ρ̄, η̄) there, plus dense -- every point in
+   ONE harness call, so each block is prefilled once for all of them -- and
+   the same random trials on the selection blocks (one more call), so
+   best-of-N is picked there and reported here, with the oracle (picked on the
+   report blocks, the reference's number) beside it;
 3. optionally the noise floor: the policy's and Fixed's recorded schedules
    replayed in another batch layout (`noise_batch_size`, columns reversed);
    the replayed schedule is identical, so any PPL change is fake-quant and
@@ -80,6 +81,7 @@ def evaluate_front(
   horizon: int,
   batch_size: int,
   noise_batch_size: int = 0,
+  rows_per_call: int = 1024,
   progress: bool = True,
 ) -> Front:
   """The policy and every baseline at each requested point; see the module docstring.
@@ -132,35 +134,53 @@ def evaluate_front(
       **kw,
     ),
   )
-  points, dense = [], None
-  for i, (req, pol) in enumerate(zip(requested, policy)):
+  # Every point's baselines share ONE harness call (one dense prefill per block
+  # for all of them), and every point's random trials one call on the selection
+  # blocks; blocks per call are sized so a call decodes about `rows_per_call` rows.
+  columns, select_columns, layout = [], [], []
+  for i, pol in enumerate(policy):
     real = (pol.avg_keep_effective, pol.avg_prune_keep, pol.avg_quant_ratio)
     rand = random_columns(space, real, trials, seed, prefix=f"random p{i}")
-    columns = (
+    first = len(columns)
+    columns += (
       fixed_columns(space, [real], [f"fixed p{i}"])
       + rand
-      + heuristic_columns("emc", [real], space)
-      + heuristic_columns("dac", [real], space)
+      + [
+        dataclasses.replace(c, name=f"{c.name} p{i}")
+        for c in heuristic_columns("emc", [real], space)
+      ]
+      + [
+        dataclasses.replace(c, name=f"{c.name} p{i}")
+        for c in heuristic_columns("dac", [real], space)
+      ]
     )
-    if dense is None:
-      columns += constant_columns(space, [space.dense_index])
-    res = plan(report_blocks, columns, f"point {i}: baselines")
-    sel = plan(select_blocks, rand, f"point {i}: random, selection split")
-    if dense is None:
-      dense = res[-1]
-    report = res[1 : 1 + trials]
+    select_columns += rand
+    layout.append(first)
+  columns += constant_columns(space, [space.dense_index])
+  res = plan(report_blocks, columns, "baselines", _blocks_per_call(rows_per_call, len(columns)))
+  sel = plan(
+    select_blocks,
+    select_columns,
+    "random trials, selection split",
+    _blocks_per_call(rows_per_call, len(select_columns)),
+  )
+  points = []
+  for i, (req, pol, first) in enumerate(zip(requested, policy, layout)):
+    report = res[first + 1 : first + 1 + trials]
+    chosen = sel[i * trials : (i + 1) * trials]
     points.append(
       FrontPoint(
         requested=tuple(float(x) for x in req),
         policy=pol,
-        fixed=res[0],
-        emc=res[1 + trials],
-        dac=res[2 + trials],
+        fixed=res[first],
+        emc=res[first + 1 + trials],
+        dac=res[first + 2 + trials],
         random=report,
-        random_select=sel,
-        best=best_of_n(sel, report),
+        random_select=chosen,
+        best=best_of_n(chosen, report),
       )
     )
+  dense = res[-1]
   if noise_batch_size:
     originals = [p.policy for p in points] + [p.fixed for p in points]
     replayed = plan(
@@ -172,6 +192,10 @@ def evaluate_front(
     for j, p in enumerate(points):
       p.policy_replay, p.fixed_replay = replayed[j], replayed[len(points) + j]
   return Front(points, dense, timings)
+
+
+def _blocks_per_call(rows: int, columns: int) -> int:
+  return max(1, rows // columns)
 
 
 def _row(point, method, result: ColumnResult, p: FrontPoint, **extra) -> dict:

@@ -71,26 +71,27 @@ def requested_points(cfg, space) -> tuple:
 
 def print_table(rows, dense_ppl) -> str:
   """The front as markdown: per point the policy and each method's PPL, policy vs it [95 %]."""
-  head = "| point | requested (κ, ρ, η) | realized (κ, ρ, η) | net keep | policy |"
-  head += "".join(f" {m} (policy vs) |" for m in TABLE_METHODS) + " gap closure vs Fixed |"
-  lines = [head, "|" + "---|" * (head.count("|") - 1)]
   by_point = {}
   for r in rows:
     by_point.setdefault(r["point"], {})[r["method"]] = r
+  shown = [m for m in TABLE_METHODS if m in by_point[0]]
+  head = "| point | requested (κ, ρ, η) | realized (κ, ρ, η) | net keep | policy |"
+  head += "".join(f" {m} (policy vs) |" for m in shown)
+  head += " gap closure vs Fixed |" if "fixed" in shown else ""
+  lines = [head, "|" + "---|" * (head.count("|") - 1)]
   for i, m in sorted(by_point.items()):
     p = m["policy"]
     req = ", ".join(f"{p[k]:.3g}" for k in ("requested_kappa", "requested_rho", "requested_eta"))
     real = ", ".join(f"{p[k]:.3f}" for k in ("kappa", "rho", "eta"))
     cells = [
       f"{m[x]['ppl']:.2f} ({m[x]['vs']:+.1f} % [{m[x]['vs_lo']:+.1f}, {m[x]['vs_hi']:+.1f}])"
-      for x in TABLE_METHODS
+      for x in shown
     ]
-    f = m["fixed"]
-    gap = f"{f['gap']:.2f} [{f['gap_lo']:.2f}, {f['gap_hi']:.2f}]"
+    if "fixed" in m:
+      f = m["fixed"]
+      cells.append(f"{f['gap']:.2f} [{f['gap_lo']:.2f}, {f['gap_hi']:.2f}]")
     lines.append(
-      f"| {i} | {req} | {real} | {p['net_keep']:.3f} | {p['ppl']:.2f} | "
-      + " | ".join(cells)
-      + f" | {gap} |"
+      f"| {i} | {req} | {real} | {p['net_keep']:.3f} | {p['ppl']:.2f} | " + " | ".join(cells) + " |"
     )
   lines.append(f"\nDense PPL on the same tokens: {dense_ppl:.3f}.")
   text = "\n".join(lines)
@@ -120,8 +121,9 @@ def heatmap(front, blocks, tokenizer, space, c, t, n):
 def main(argv=None):
   cmd = cli.parse(argv, __doc__, KEYS, has_out=True, loader=evaluation_config)
   cfg = cmd.cfg
-  cli.check_data(cfg, cfg.data.eval, cfg.front.select_split)
-  if cfg.front.select_split == cfg.data.eval:
+  random = "random" in cfg.front.methods
+  cli.check_data(cfg, cfg.data.eval, *([cfg.front.select_split] if random else []))
+  if random and cfg.front.select_split == cfg.data.eval:
     raise ValueError(
       f"front.select_split={cfg.front.select_split} is the report split data.eval; best-of-N "
       "must be selected on other blocks (e.g. wikitext2-valid)"
@@ -136,14 +138,19 @@ def main(argv=None):
     name, tokenizer, c + t + 1, data_dir=cfg.data.data_dir, max_blocks=n
   )
   report = load(cfg.data.eval, cfg.data.eval_blocks)
-  select = load(cfg.front.select_split, cfg.front.select_blocks)
+  select = load(cfg.front.select_split, cfg.front.select_blocks) if random else report[:0]
   requested = requested_points(cfg, space)
   targets = jnp.asarray(requested, jnp.float32)
   seed = jax.random.PRNGKey(cfg.eval.random_seed)
   print(
     f"front of {cfg.eval.policy or folder} (step {step}): {len(requested)} points, "
-    f"{len(report)} blocks of {cfg.data.eval}, best-of-{cfg.front.random_trials} selected on "
-    f"{len(select)} blocks of {cfg.front.select_split}"
+    f"{len(report)} blocks of {cfg.data.eval}; baselines {list(cfg.front.methods)}"
+    + (
+      f", best-of-{cfg.front.random_trials} selected on {len(select)} blocks of "
+      f"{cfg.front.select_split}"
+      if random
+      else ""
+    )
   )
   peak_before = matmul_peak_gflops()
   front = evaluation.evaluate_front(
@@ -167,6 +174,7 @@ def main(argv=None):
     batch_size=cfg.data.eval_batch_size,
     noise_batch_size=cfg.front.noise_batch_size,
     rows_per_call=cfg.front.rows_per_call,
+    methods=cfg.front.methods,
     progress=cfg.eval.progress,
   )
   peak_after = matmul_peak_gflops()
@@ -193,7 +201,8 @@ def main(argv=None):
   for r in noise:
     print(
       f"noise floor at point {r['point']}: same schedule, other layout: policy "
-      f"{r['noise_pct']:+.3f} %, Fixed {r['fixed_noise_pct']:+.3f} %"
+      f"{r['noise_pct']:+.3f} %"
+      + (f", Fixed {r['fixed_noise_pct']:+.3f} %" if "fixed_noise_pct" in r else "")
     )
   print(
     f"{steps_total:,} decode row-steps in {seconds_total:.0f} s = "
@@ -215,7 +224,7 @@ def main(argv=None):
     "dense_ppl": front.dense.ppl,
     "rows": rows,
     "adherence": adherence,
-    "best_of_n": [p.best.row() for p in front.points],
+    "best_of_n": [p.best.row() for p in front.points if p.best],
     "timings": front.timings,
     "speed": speed,
   }

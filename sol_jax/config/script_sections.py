@@ -18,7 +18,7 @@ from sol_jax.config.fields import Section, ranged
 from sol_jax.efficiency.actions import MAX_BITS, MIN_BITS, variant_path
 
 Budgets = tuple[tuple[float, float, float], ...]
-DECODE_MODES = ("dense", "quest", "controlled")
+DECODE_MODES = ("dense", "quest", "controlled", "policy")
 
 
 def _normalize_budgets(section: Section, field: str) -> None:
@@ -109,6 +109,9 @@ class FrontCfg(Section):
   # default spans requested net keep ~0.45-0.89 on the 3L grid.
   knob: tuple[float, ...] = ranged((0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85), "[0, 1]")
   requested: Optional[Budgets] = None  # explicit (κ*, ρ*, η*) points instead of the knob
+  # Baselines to run beside the policy (dense always runs): Fixed, best-of-N
+  # random (with its oracle), EMC and DAC.
+  methods: tuple[Literal["fixed", "random", "emc", "dac"], ...] = ("fixed", "random", "emc", "dac")
   random_trials: int = ranged(64, ">= 1")  # best-of-N random at each point's realized budget
   select_split: str = "wikitext2-valid"  # where best-of-N picks its trial (never the report split)
   select_blocks: int = ranged(64, ">= 1")
@@ -123,6 +126,7 @@ class FrontCfg(Section):
 
   def _validate(self):
     self._check(len(self.knob) > 0, "knob", "needs at least one knob value")
+    self._check(len(self.methods) > 0, "methods", "needs at least one baseline")
     if self.requested is not None:
       _normalize_budgets(self, "requested")
 
@@ -133,9 +137,13 @@ class BenchCfg(Section):
 
   _name = "bench"
   steps: int = ranged(4, ">= 1")  # bench_train: timed data batches after the first
-  # bench_decode, after the prefill: dense, Quest sparsity only, all three mechanisms.
+  # bench_decode, after the prefill: dense, Quest sparsity only, all three mechanisms,
+  # and the policy choosing them (its share of a decode step).
   decode_modes: tuple[Literal[DECODE_MODES], ...] = DECODE_MODES
   memory_rollouts: tuple[int, ...] = ranged((16, 32), ">= 1")  # bench_decode: K for peak RSS
+  # memory_plan: also compile the real train step on this host (abstract inputs, no
+  # weights) and print XLA's memory_analysis beside the estimate.
+  memory_check: bool = False
 
   def _validate(self):
     self._check(len(self.decode_modes) > 0, "decode_modes", "needs at least one mode")

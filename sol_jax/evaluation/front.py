@@ -35,19 +35,19 @@ from sol_jax.evaluation.providers import heuristic_columns
 from sol_jax.evaluation.random_schedules import BestOfN, best_of_n, random_columns
 from sol_jax.evaluation.schedule_eval import ColumnResult, evaluate_columns
 
-BASELINES = ("fixed", "random_best", "random_oracle", "emc", "dac", "dense")
+METHODS = ("fixed", "random", "emc", "dac")  # the baselines `evaluate_front` can run
 
 
 @dataclasses.dataclass
 class FrontPoint:
   requested: tuple[float, float, float]
   policy: ColumnResult
-  fixed: ColumnResult
-  emc: ColumnResult
-  dac: ColumnResult
+  fixed: Optional[ColumnResult]  # None: that method was not run
+  emc: Optional[ColumnResult]
+  dac: Optional[ColumnResult]
   random: list[ColumnResult]  # trials on the report blocks
   random_select: list[ColumnResult]  # the same trials on the selection blocks
-  best: BestOfN
+  best: Optional[BestOfN]
   policy_replay: Optional[ColumnResult] = None  # noise floor: same schedule, other layout
   fixed_replay: Optional[ColumnResult] = None
 
@@ -82,6 +82,7 @@ def evaluate_front(
   batch_size: int,
   noise_batch_size: int = 0,
   rows_per_call: int = 1024,
+  methods: Sequence[str] = METHODS,
   progress: bool = True,
 ) -> Front:
   """The policy and every baseline at each requested point; see the module docstring.
@@ -89,6 +90,9 @@ def evaluate_front(
   policy_inputs(batch_index, rows) -> the provider's inputs with one column per
   `requested` triple (in order).
   """
+  unknown = set(methods) - set(METHODS)
+  if unknown:
+    raise ValueError(f"unknown front methods {sorted(unknown)}; choose from {METHODS}")
   timings = []
   kw = dict(context_len=context_len, horizon=horizon, progress=progress)
 
@@ -137,60 +141,61 @@ def evaluate_front(
   # Every point's baselines share ONE harness call (one dense prefill per block
   # for all of them), and every point's random trials one call on the selection
   # blocks; blocks per call are sized so a call decodes about `rows_per_call` rows.
-  columns, select_columns, layout = [], [], []
+  columns, select_columns = [], []
   for i, pol in enumerate(policy):
     real = (pol.avg_keep_effective, pol.avg_prune_keep, pol.avg_quant_ratio)
-    rand = random_columns(space, real, trials, seed, prefix=f"random p{i}")
-    first = len(columns)
-    columns += (
-      fixed_columns(space, [real], [f"fixed p{i}"])
-      + rand
-      + [
-        dataclasses.replace(c, name=f"{c.name} p{i}")
-        for c in heuristic_columns("emc", [real], space)
-      ]
-      + [
-        dataclasses.replace(c, name=f"{c.name} p{i}")
-        for c in heuristic_columns("dac", [real], space)
-      ]
-    )
-    select_columns += rand
-    layout.append(first)
+    if "fixed" in methods:
+      columns += fixed_columns(space, [real], [f"fixed p{i}"])
+    if "random" in methods:
+      rand = random_columns(space, real, trials, seed, prefix=f"random p{i}")
+      columns += rand
+      select_columns += rand
+    for kind in ("emc", "dac"):
+      if kind in methods:
+        (col,) = heuristic_columns(kind, [real], space)
+        columns.append(dataclasses.replace(col, name=f"{kind} p{i}"))
   columns += constant_columns(space, [space.dense_index])
   res = plan(report_blocks, columns, "baselines", _blocks_per_call(rows_per_call, len(columns)))
-  sel = plan(
-    select_blocks,
-    select_columns,
-    "random trials, selection split",
-    _blocks_per_call(rows_per_call, len(select_columns)),
-  )
+  res = {r.name: r for r in res}
+  sel = {}
+  if select_columns:
+    sel = plan(
+      select_blocks,
+      select_columns,
+      "random trials, selection split",
+      _blocks_per_call(rows_per_call, len(select_columns)),
+    )
+    sel = {r.name: r for r in sel}
   points = []
-  for i, (req, pol, first) in enumerate(zip(requested, policy, layout)):
-    report = res[first + 1 : first + 1 + trials]
-    chosen = sel[i * trials : (i + 1) * trials]
+  for i, (req, pol) in enumerate(zip(requested, policy)):
+    trial_names = [f"random p{i} trial {j}" for j in range(trials)] if sel else []
+    report = [res[n] for n in trial_names]
+    chosen = [sel[n] for n in trial_names]
     points.append(
       FrontPoint(
         requested=tuple(float(x) for x in req),
         policy=pol,
-        fixed=res[first],
-        emc=res[first + 1 + trials],
-        dac=res[first + 2 + trials],
+        fixed=res.get(f"fixed p{i}"),
+        emc=res.get(f"emc p{i}"),
+        dac=res.get(f"dac p{i}"),
         random=report,
         random_select=chosen,
-        best=best_of_n(chosen, report),
+        best=best_of_n(chosen, report) if report else None,
       )
     )
-  dense = res[-1]
+  dense = res[space.tags[space.dense_index]]
   if noise_batch_size:
-    originals = [p.policy for p in points] + [p.fixed for p in points]
+    originals = [p.policy for p in points] + [p.fixed for p in points if p.fixed is not None]
     replayed = plan(
       report_blocks,
       replay_columns(originals, space)[::-1],
       "noise floor: replay",
       bs=noise_batch_size,
     )[::-1]
+    fixed_replays = iter(replayed[len(points) :])
     for j, p in enumerate(points):
-      p.policy_replay, p.fixed_replay = replayed[j], replayed[len(points) + j]
+      p.policy_replay = replayed[j]
+      p.fixed_replay = next(fixed_replays) if p.fixed is not None else None
   return Front(points, dense, timings)
 
 
@@ -230,20 +235,21 @@ def front_rows(front: Front, *, resamples: int = 10_000, seed: int = 0) -> list[
     pol = p.policy
     methods = {
       "fixed": p.fixed,
-      "random_best": p.random[p.best.selected],
-      "random_oracle": p.random[p.best.oracle],
+      "random_best": p.random[p.best.selected] if p.best else None,
+      "random_oracle": p.random[p.best.oracle] if p.best else None,
       "emc": p.emc,
       "dac": p.dac,
       "dense": dense,
     }
     extra = {}
     if p.policy_replay is not None:
-      extra = {
-        "noise_pct": 100.0 * (p.policy_replay.ppl / pol.ppl - 1.0),
-        "fixed_noise_pct": 100.0 * (p.fixed_replay.ppl / p.fixed.ppl - 1.0),
-      }
+      extra["noise_pct"] = 100.0 * (p.policy_replay.ppl / pol.ppl - 1.0)
+    if p.fixed_replay is not None:
+      extra["fixed_noise_pct"] = 100.0 * (p.fixed_replay.ppl / p.fixed.ppl - 1.0)
     rows.append(_row(i, "policy", pol, p, **extra))
     for method, res in methods.items():
+      if res is None:
+        continue
       d = paired_bootstrap(
         pol.block_nll_sum,
         res.block_nll_sum,

@@ -160,3 +160,51 @@ def test_knob_from_config():
   assert ev.requested_targets(cfg.eval, THREE) == ((0.1, 0.4, 0.3125), (1.0, 1.0, 1.0))
   with pytest.raises(ValueError, match="knob"):
     config_lib.load_config("smollm2_3L_cpu", ["eval.knob=[1.5]"])
+
+
+@front_tests
+def test_only_the_asked_baselines_run(params):
+  rng = np.random.default_rng(6)
+  report = rng.integers(0, CFG.vocab_size, (B, C + T + 1)).astype(np.int32)
+  actions = jnp.asarray(rng.integers(0, THREE.num_actions, (B, 1, T)), jnp.int32)
+  out = ev.evaluate_front(
+    params,
+    CFG,
+    THREE,
+    ST,
+    report,
+    report[:0],
+    REQUESTED[:1],
+    policy_provider=None,
+    policy_inputs=lambda _, rows: actions[:rows],
+    trials=3,
+    seed=7,
+    context_len=C,
+    horizon=T,
+    batch_size=B,
+    methods=("fixed",),
+    progress=False,
+  )
+  (p,) = out.points
+  assert p.fixed is not None and p.emc is p.dac is p.best is None and p.random == []
+  rows = ev.front_rows(out, resamples=200)
+  assert [r["method"] for r in rows] == ["policy", "fixed", "dense"]
+  with pytest.raises(ValueError, match="unknown front methods"):
+    ev.evaluate_front(
+      params,
+      CFG,
+      THREE,
+      ST,
+      report,
+      report,
+      REQUESTED[:1],
+      policy_provider=None,
+      policy_inputs=lambda _, rows: actions[:rows],
+      trials=1,
+      seed=0,
+      context_len=C,
+      horizon=T,
+      batch_size=B,
+      methods=("fixed", "oracle"),
+      progress=False,
+    )

@@ -8,7 +8,9 @@ The model is model.source (in model.dtype), B = rl.batch_size, K = rl.num_rollou
 C = data.context_len, T = data.horizon, the grid and Quest page are the `actions`
 section's. Modes: prefill, then each of bench.decode_modes (dense; quest = Quest
 attention sparsity only; controlled = random actions of the grid on all three
-mechanisms); controlled also runs at each K of bench.memory_rollouts for the
+mechanisms; policy = the policy network choosing every action inside the
+evaluation harness, timed against the same harness replaying static actions,
+which gives the policy's share of a decode step); controlled also runs at each K of bench.memory_rollouts for the
 peak-RSS check. Each configuration runs in a fresh process so its peak RSS is its own. Every
 rate is also given as a fraction of an fp32 matmul peak measured in the same
 run (before and after; the max is used). FLOPs are analytic
@@ -17,6 +19,7 @@ run (before and after; the max is used). FLOPs are analytic
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 
@@ -26,8 +29,10 @@ import numpy as np
 
 from experiments import bench_utils, cli
 from sol_jax.efficiency import decode, flops, make_controls
+from sol_jax.evaluation import StaticSchedule, run_controlled
 from sol_jax.models import load_model
-from sol_jax.rl import action_space
+from sol_jax.policy import PolicyAgent, network
+from sol_jax.rl import action_space, make_setup
 
 MODULE = "experiments.bench_decode"
 KEYS = (
@@ -78,6 +83,51 @@ def _controlled_decode_fn(cfg, c, t, mode, page_size):
   return jax.jit(run)
 
 
+def policy_share(exp, cfg, params, blocks, out) -> None:
+  """Harness decode with the policy choosing vs replaying its actions (same B, K, C, T)."""
+  setup = make_setup(exp, cfg)
+  b, k, c, t = blocks.shape[0], exp.rl.num_rollouts, exp.data.context_len, exp.data.horizon
+  run = functools.partial(
+    run_controlled,
+    cfg=cfg,
+    space=setup.space,
+    settings=setup.settings,
+    context_len=c,
+    horizon=t,
+    schedules=k,
+  )
+  policy_params = network.init_params(setup.policy, jax.random.PRNGKey(0))
+  agent = PolicyAgent(setup.policy, setup.space, t, greedy=True)
+  inputs = {
+    "params": policy_params,
+    "targets": jnp.full((b, k, 3), 0.6, jnp.float32),
+    "rng": jax.random.PRNGKey(1),
+  }
+  # Replay exactly the actions the policy chose: the LM work is then identical
+  # (Quest and top-k costs depend on the action), only the policy's part differs.
+  actions = run(params, blocks, inputs, provider=agent).actions
+  with_policy = bench_utils.best_time(
+    lambda x: run(params, x, inputs, provider=agent), blocks, repeats=2
+  )
+  static = bench_utils.best_time(
+    lambda x: run(params, x, actions, provider=StaticSchedule()), blocks, repeats=2
+  )
+  decode_s = with_policy - out["prefill_s"]
+  n_policy = sum(x.size for x in jax.tree_util.tree_leaves(policy_params))
+  lm_flops = float(flops.dense_decode_flops(cfg, c + t // 2))
+  kv = c + 1 + np.arange(t)
+  out.update(
+    decode_gflop=float(sum(flops.dense_decode_flops(cfg, int(n)) for n in kv)) * b * k / 1e9,
+    harness_policy_s=with_policy,
+    harness_static_s=static,
+    decode_s=decode_s,
+    row_steps_per_s=b * k * t / decode_s,
+    policy_share_of_decode=(with_policy - static) / decode_s,
+    policy_params=n_policy,
+    policy_flop_share=2.0 * n_policy / (2.0 * n_policy + lm_flops),
+  )
+
+
 def child(exp, mode: str) -> dict:
   cfg, params = load_model(exp.model.source, dtype=exp.model.dtype)
   b, k, c, t = exp.rl.batch_size, exp.rl.num_rollouts, exp.data.context_len, exp.data.horizon
@@ -89,7 +139,9 @@ def child(exp, mode: str) -> dict:
   out["prefill_s"] = bench_utils.best_time(prefill, params, blocks)
   out["prefill_tokens_per_s"] = b * c / out["prefill_s"]
   out["prefill_gflop"] = flops.prefill_flops(cfg, c) * b / 1e9
-  if mode != "prefill":
+  if mode == "policy":
+    policy_share(exp, cfg, params, blocks, out)
+  elif mode != "prefill":
     space = action_space(exp)
     if mode == "quest":  # attention sparsity only
       kappa = rng.choice(np.unique(space.kappa), (b, k))
@@ -151,6 +203,11 @@ def main(argv=None):
       if dense and r is not dense and r["K"] == dense["K"]:
         r["overhead_vs_dense"] = dense["row_steps_per_s"] / r["row_steps_per_s"] - 1
         line += f", overhead vs dense {r['overhead_vs_dense']:+.0%}"
+    if "policy_share_of_decode" in r:
+      line += (
+        f"; policy {r['policy_share_of_decode']:.1%} of the decode time "
+        f"({r['policy_params']:,} params, {r['policy_flop_share']:.1%} of the FLOPs)"
+      )
     line += f" | peak RSS {r['peak_rss_gb']:.2f} GB"
     print(line)
   print(json.dumps({"matmul_peak_gflops": peak, "rows": rows}))

@@ -17,7 +17,8 @@ another batch layout (the evaluation's own noise floor).
 
 The policy: eval.policy (a shipped policy) or train.run_dir's latest checkpoint.
 Writes into --out (default: the policy's results folder + /front_<data.eval>):
-front.csv, front.json (rows, adherence, timings), front_net_keep.png,
+front.csv, front.json (rows, adherence, timings), front_blocks.npz (per-block
+NLL sums of every column, for pooling seeds), front_net_keep.png,
 front_flops.png, adherence.png, actions.png and tb/ (one TensorBoard run per
 method; `tensorboard --logdir DIR/tb`).
 """
@@ -97,6 +98,20 @@ def print_table(rows, dense_ppl) -> str:
   text = "\n".join(lines)
   print(text)
   return text
+
+
+def block_arrays(front) -> dict:
+  arrays = {"tokens": front.dense.block_tokens, "dense": front.dense.block_nll_sum}
+  for i, p in enumerate(front.points):
+    named = {"policy": p.policy, "fixed": p.fixed, "emc": p.emc, "dac": p.dac}
+    if p.best is not None:
+      named["random_best"] = p.random[p.best.selected]
+      named["random_oracle"] = p.random[p.best.oracle]
+    for method, res in named.items():
+      if res is not None:
+        arrays[f"{i}/{method}"] = res.block_nll_sum
+    arrays[f"{i}/policy_actions"] = p.policy.block_actions
+  return arrays
 
 
 def heatmap(front, blocks, tokenizer, space, c, t, n):
@@ -230,6 +245,9 @@ def main(argv=None):
   }
   (out / "front.json").write_text(json.dumps(summary, indent=2, default=float))
   (out / "front.md").write_text(table + "\n")
+  # Per-block NLL sums of every column, so fronts of several seeds can be pooled
+  # with the same paired bootstrap later (key: "<point>/<method>").
+  np.savez_compressed(out / "front_blocks.npz", **block_arrays(front))
   figures = {
     "front_net_keep": comparison_plots.front_figure(rows, "net_keep"),
     "front_flops": comparison_plots.front_figure(rows, "relative_flops"),

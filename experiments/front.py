@@ -21,6 +21,10 @@ front.csv, front.json (rows, adherence, timings), front_blocks.npz (per-block
 NLL sums of every column, for pooling seeds), front_net_keep.png,
 front_flops.png, adherence.png, actions.png and tb/ (one TensorBoard run per
 method; `tensorboard --logdir DIR/tb`).
+
+With front.pool=[DIR1,DIR2] (fronts of several seeds on the same points and
+blocks) nothing is evaluated: policy vs each method is pooled over the seeds
+(pooled.md / pooled.json in --out, default runs/front_pooled).
 """
 
 from __future__ import annotations
@@ -132,10 +136,46 @@ def heatmap(front, blocks, tokenizer, space, c, t, n):
   return fig
 
 
+def pool(cfg, out) -> list:
+  """front.pool: policy vs each method pooled over the seeds' saved per-block NLL."""
+  arrays = []
+  for folder in cfg.front.pool:
+    path = pathlib.Path(folder) / "front_blocks.npz"
+    if not path.is_file():
+      raise FileNotFoundError(
+        f"{path} not found; front.pool takes output folders of experiments.front"
+      )
+    with np.load(path) as f:
+      arrays.append(dict(f))
+  rows = evaluation.pool_seeds(
+    arrays, resamples=cfg.front.bootstrap_resamples, seed=cfg.eval.random_seed
+  )
+  lines = [
+    "| point | method | seeds | policy PPL | method PPL | policy vs method [95 %] | gap closure |"
+  ]
+  lines.append("|---|---|---|---|---|---|---|")
+  for r in rows:
+    lines.append(
+      f"| {r['point']} | {r['method']} | {r['seeds']} | {r['policy_ppl']:.2f} | {r['ppl']:.2f} | "
+      f"{r['vs']:+.1f} % [{r['vs_lo']:+.1f}, {r['vs_hi']:+.1f}] | {r['gap']:.2f} |"
+    )
+  text = "\n".join(lines)
+  print(text)
+  out.mkdir(parents=True, exist_ok=True)
+  (out / "pooled.md").write_text(text + "\n")
+  (out / "pooled.json").write_text(
+    json.dumps({"folders": list(cfg.front.pool), "rows": rows}, indent=2)
+  )
+  print(f"wrote {out}")
+  return rows
+
+
 @cli.main_entry
 def main(argv=None):
   cmd = cli.parse(argv, __doc__, KEYS, has_out=True, loader=evaluation_config)
   cfg = cmd.cfg
+  if cfg.front.pool:
+    return pool(cfg, pathlib.Path(cmd.out or "runs/front_pooled"))
   random = "random" in cfg.front.methods
   cli.check_data(cfg, cfg.data.eval, *([cfg.front.select_split] if random else []))
   if random and cfg.front.select_split == cfg.data.eval:

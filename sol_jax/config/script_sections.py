@@ -123,6 +123,9 @@ class FrontCfg(Section):
   rows_per_call: int = ranged(1024, ">= 1")
   heatmap_blocks: int = ranged(4, ">= 1")  # passages (T tokens each) in the action heat map
   bootstrap_resamples: int = ranged(10_000, ">= 100")
+  # Output folders of earlier fronts (one per seed, same points and blocks): pool
+  # them -- policy vs each method over all seeds -- instead of evaluating.
+  pool: Optional[tuple[str, ...]] = None
 
   def _validate(self):
     self._check(len(self.knob) > 0, "knob", "needs at least one knob value")

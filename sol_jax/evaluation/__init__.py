@@ -29,7 +29,14 @@ from sol_jax.evaluation.constant import (
   replay_columns,
 )
 from sol_jax.evaluation.fixed import FixedAllocator, fixed_columns, fixed_matched
-from sol_jax.evaluation.front import Front, FrontPoint, adherence, evaluate_front, front_rows
+from sol_jax.evaluation.front import (
+  Front,
+  FrontPoint,
+  adherence,
+  evaluate_front,
+  front_rows,
+  pool_seeds,
+)
 from sol_jax.evaluation.harness import (
   Episode,
   StaticSchedule,
@@ -130,4 +137,5 @@ __all__ = [
   "adherence",
   "evaluate_front",
   "front_rows",
+  "pool_seeds",
 ]

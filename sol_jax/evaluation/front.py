@@ -287,3 +287,55 @@ def adherence(front: Front, space) -> dict:
       "max_miss": float(miss.max()),
     }
   return out
+
+
+def pool_seeds(blocks: Sequence[dict], *, resamples: int = 10_000, seed: int = 0) -> list[dict]:
+  """Policy vs each method pooled over seeds: one paired bootstrap over the shared blocks.
+
+  `blocks`: per seed, the arrays `experiments.front` saves (`front_blocks.npz`:
+  "tokens", "dense", "<point>/<method>" per-block NLL sums), all on the same
+  report blocks and points. A block's pooled NLL is the sum over seeds (each
+  seed's baselines matched to that seed's realized budgets), so every resample
+  draws a block for all seeds at once.
+  """
+  if len(blocks) < 2:
+    raise ValueError(f"pooling needs the fronts of at least two seeds, got {len(blocks)}")
+  tokens = [np.asarray(b["tokens"]) for b in blocks]
+  if any(t.shape != tokens[0].shape or not np.array_equal(t, tokens[0]) for t in tokens):
+    raise ValueError("the fronts to pool were not evaluated on the same report blocks")
+  keys = set.intersection(*(set(b) for b in blocks))
+  points = sorted({int(k.split("/")[0]) for k in keys if "/" in k})
+  total = lambda key: sum(np.asarray(b[key], np.float64) for b in blocks)
+  tok, dense = len(blocks) * tokens[0].astype(np.float64), total("dense")
+  rows = []
+  for i in points:
+    pol = total(f"{i}/policy")
+    for method in ("fixed", "random_best", "random_oracle", "emc", "dac", "dense"):
+      key = "dense" if method == "dense" else f"{i}/{method}"
+      if key not in keys:
+        continue
+      other = total(key)
+      d = paired_bootstrap(
+        pol,
+        other,
+        tok,
+        nll_dense=None if method == "dense" else dense,
+        resamples=resamples,
+        seed=seed,
+      )
+      rows.append(
+        dict(
+          point=i,
+          method=method,
+          seeds=len(blocks),
+          policy_ppl=float(np.exp(pol.sum() / tok.sum())),
+          ppl=float(np.exp(other.sum() / tok.sum())),
+          vs=d.diff_pct,
+          vs_lo=d.diff_pct_lo,
+          vs_hi=d.diff_pct_hi,
+          gap=d.gap,
+          gap_lo=d.gap_lo,
+          gap_hi=d.gap_hi,
+        )
+      )
+  return rows

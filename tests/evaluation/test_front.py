@@ -208,3 +208,39 @@ def test_only_the_asked_baselines_run(params):
       methods=("fixed", "oracle"),
       progress=False,
     )
+
+
+def test_pool_seeds_sums_blocks_over_seeds():
+  rng = np.random.default_rng(0)
+  n = 12
+  tokens = np.full(n, 16)
+
+  def seed_arrays(shift):
+    base = rng.uniform(30, 60, n)
+    return {
+      "tokens": tokens,
+      "dense": base,
+      "0/policy": base + 2.0 + shift,
+      "0/fixed": base + 4.0,
+      "1/policy": base + 1.0,
+      "1/fixed": base + 1.5 + shift,
+    }
+
+  seeds = [seed_arrays(0.0), seed_arrays(1.0)]
+  rows = ev.pool_seeds(seeds, resamples=300)
+  assert [(r["point"], r["method"]) for r in rows] == [
+    (0, "fixed"),
+    (0, "dense"),
+    (1, "fixed"),
+    (1, "dense"),
+  ]
+  pol = seeds[0]["0/policy"] + seeds[1]["0/policy"]
+  fix = seeds[0]["0/fixed"] + seeds[1]["0/fixed"]
+  want = 100 * (np.exp(pol.sum() / (2 * tokens.sum())) / np.exp(fix.sum() / (2 * tokens.sum())) - 1)
+  np.testing.assert_allclose(rows[0]["vs"], want, rtol=1e-9)
+  assert rows[0]["vs_lo"] <= rows[0]["vs"] <= rows[0]["vs_hi"] and rows[0]["seeds"] == 2
+  with pytest.raises(ValueError, match="at least two"):
+    ev.pool_seeds(seeds[:1])
+  other = dict(seeds[1], tokens=np.full(n, 8))
+  with pytest.raises(ValueError, match="same report blocks"):
+    ev.pool_seeds([seeds[0], other])

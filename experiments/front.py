@@ -121,17 +121,9 @@ def block_arrays(front) -> dict:
 def heatmap(front, blocks, tokenizer, space, c, t, n):
   """Per-token actions of the middle operating point over the first n report blocks."""
   mid = front.points[len(front.points) // 2]
-  acts = mid.policy.block_actions[:n].reshape(-1)
-  ki, ri, bi = space.levels_of(acts)
   ids = np.asarray(blocks[:n, c : c + t]).reshape(-1)  # step s feeds token C + s
   tokens = [tokenizer.decode([int(x)]) for x in ids]
-  fig = comparison_plots.action_heatmap(
-    tokens,
-    np.asarray(space.keep_fracs)[ki],
-    np.asarray(space.prune_fracs)[ri],
-    np.asarray(space.quant_bits)[bi],
-    per_line=t,
-  )
+  fig = comparison_plots.schedule_heatmap(tokens, mid.policy.block_actions[:n], space, per_line=t)
   fig.suptitle(f"policy actions at requested {tuple(round(x, 3) for x in mid.requested)}")
   return fig
 

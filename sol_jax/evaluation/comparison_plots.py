@@ -116,3 +116,15 @@ def action_heatmap(
   fig.colorbar(im, ax=ax, fraction=0.02, pad=0.01, label="compute fraction")
   fig.tight_layout()
   return fig
+
+
+def schedule_heatmap(tokens: Sequence[str], actions: Any, space, *, per_line: int = 16):
+  """`action_heatmap` of flat action indices of `space` (one per token)."""
+  ki, ri, bi = space.levels_of(np.asarray(actions).reshape(-1))
+  return action_heatmap(
+    tokens,
+    np.asarray(space.keep_fracs)[ki],
+    np.asarray(space.prune_fracs)[ri],
+    np.asarray(space.quant_bits)[bi],
+    per_line=per_line,
+  )

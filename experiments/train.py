@@ -28,7 +28,9 @@ def main(argv=None):
   logging.getLogger("sol_jax").setLevel(logging.INFO)
   cli.check_data(cfg, cfg.data.train)
   parallel.initialize_distributed()
-  lm = load_model(cfg.model.source, dtype=cfg.model.dtype)
+  # Host arrays: the loop places them sharded over the mesh (on_device would first put
+  # the whole LM on device 0, and keep that copy for the whole run).
+  lm = load_model(cfg.model.source, dtype=cfg.model.dtype, on_device=False)
   state = train(cfg, lm, load_tokenizer(cfg.model.source))
   print(f"done: {int(state.step)} data batches")
 

@@ -8,6 +8,9 @@ fetched to the host here.
 Hyperparameters are written into the run itself (not a tensorboardX sub-run),
 so the HParams dashboard links them to the run's own scalar tags: pass the
 tags you want compared (e.g. "eval/ppl") as `metrics`.
+
+`logdir` may be a bucket URI (gs://bucket/run/tb): tensorboardX writes it
+itself (gs:// needs the google-cloud-storage package).
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 import jax
 import numpy as np
+from etils import epath
 
 from sol_jax.config import ExperimentConfig, config_to_flat_dict, config_to_yaml
 from sol_jax.efficiency.actions import ActionSpace
+from sol_jax.run_paths import is_uri, run_path
 
 _HPARAM_TYPES = (bool, int, float, str)
 
@@ -33,18 +38,19 @@ class Tracker:
 
   def __init__(
     self,
-    logdir: Union[str, pathlib.Path],
+    logdir: Union[str, pathlib.Path, epath.Path],
     *,
     enabled: Optional[bool] = None,
     flush_secs: int = 30,
     max_queue: int = 100,
   ):
     """`enabled=None` means: write iff this is JAX process 0."""
-    self.logdir = pathlib.Path(logdir)
+    self.logdir = run_path(logdir)
     self.enabled = (jax.process_index() == 0) if enabled is None else bool(enabled)
     self._writer = None
     if self.enabled:
-      self.logdir.mkdir(parents=True, exist_ok=True)
+      if not is_uri(self.logdir):  # an object store has no folders to make
+        self.logdir.mkdir(parents=True, exist_ok=True)
       import tensorboardX  # pylint: disable=g-import-not-at-top  (1.3 s, pulls torch)
 
       self._writer = tensorboardX.SummaryWriter(

@@ -14,15 +14,16 @@ next `save`, `wait` and `close` wait for a pending write.
 from __future__ import annotations
 
 import hashlib
-import pathlib
 from typing import Optional
 
 import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 from sol_jax.rl.train_step import TrainState
+from sol_jax.run_paths import absolute
 
 
 def state_digest(state: dict) -> str:
@@ -36,10 +37,13 @@ def state_digest(state: dict) -> str:
 
 
 class Checkpoints:
-  """CheckpointManager over `<run_dir>/checkpoints`: items `state`, `digest` and `data`."""
+  """CheckpointManager over `<run_dir>/checkpoints`: items `state`, `digest` and `data`.
 
-  def __init__(self, run_dir: str | pathlib.Path, max_to_keep: Optional[int] = None):
-    self.directory = pathlib.Path(run_dir).absolute() / "checkpoints"
+  `run_dir` may be a bucket URI (gs://bucket/run): orbax writes it through epath.
+  """
+
+  def __init__(self, run_dir: epath.PathLike, max_to_keep: Optional[int] = None):
+    self.directory = absolute(run_dir) / "checkpoints"
     self.manager = ocp.CheckpointManager(
       self.directory,
       options=ocp.CheckpointManagerOptions(

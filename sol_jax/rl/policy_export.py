@@ -10,6 +10,7 @@ import sys
 from typing import Optional
 
 import jax.numpy as jnp
+from etils import epath
 from safetensors.flax import save_file
 
 from sol_jax import config as config_lib
@@ -19,10 +20,11 @@ from sol_jax.rl.checkpointing import Checkpoints
 from sol_jax.rl.loop import make_setup
 from sol_jax.rl.policy_files import WEIGHTS_FILE, flatten, sha256
 from sol_jax.rl.train_step import init_train_state
+from sol_jax.run_paths import is_uri, run_path
 
 
 def export_policy(
-  run_dir: str | pathlib.Path,
+  run_dir: str | pathlib.Path | epath.Path,
   out_dir: str | pathlib.Path,
   model_cfg: ModelConfig,
   step: Optional[int] = None,
@@ -33,7 +35,7 @@ def export_policy(
 
   `model_cfg` is the LM the run trained on (its width sizes the policy).
   """
-  run_dir = pathlib.Path(run_dir)
+  run_dir = run_path(run_dir)  # may be gs://bucket/run
   cfg = run_config.load_run_config(run_dir)
   if cfg is None:
     raise FileNotFoundError(f"{run_dir} has no {run_config.CONFIG_FILE}: cannot export it.")
@@ -58,7 +60,7 @@ def export_policy(
     "data_batches": step,  # one optimizer step per data batch
     "exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     "export_argv": sys.argv,
-    "source_run_dir": str(run_dir.resolve()),
+    "source_run_dir": str(run_dir if is_uri(run_dir) else pathlib.Path(run_dir).resolve()),
     "git": run_config._git_commit(),
     "policy": dataclasses.asdict(setup.policy),
     "weights": {"file": WEIGHTS_FILE, "dtype": dtype, "sha256": sha256(out / WEIGHTS_FILE)},

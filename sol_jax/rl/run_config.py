@@ -4,6 +4,9 @@
   <run_dir>/provenance.json  one entry per start: time, step resumed from, argv,
                              package versions, git commit
 
+A run directory may be local or a bucket URI (`train.run_dir=gs://bucket/run`):
+its paths are `etils.epath.Path`s (see sol_jax.run_paths).
+
 Resuming reads config.yaml and refuses a config that changes a key affecting
 results; evaluation scripts rebuild the policy and action grid from it, so a
 run is always read with the settings it was trained with.
@@ -25,9 +28,11 @@ from typing import Any, Optional, Sequence
 
 import jax
 import yaml
+from etils import epath
 
 from sol_jax import config as config_lib
 from sol_jax.config import ExperimentConfig
+from sol_jax.run_paths import is_uri, run_path
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +68,13 @@ RUN_CONTROL_KEYS = (
 _VERSIONED = ("sol_jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain")
 
 
-def run_directory(cfg: ExperimentConfig) -> pathlib.Path:
-  """Where a run keeps checkpoints/ and tb/: train.run_dir, else runs/<config name>."""
-  return pathlib.Path(cfg.train.run_dir or f"runs/{cfg.name}")
+def run_directory(cfg: ExperimentConfig) -> epath.Path:
+  """Where a run keeps checkpoints/ and tb/: train.run_dir, else runs/<config name>.
+
+  An epath.Path, so that a `gs://bucket/run` keeps its scheme (pathlib would make
+  it the local folder `gs:/bucket/run`).
+  """
+  return run_path(cfg.train.run_dir or f"runs/{cfg.name}")
 
 
 def is_run_control(key: str) -> bool:
@@ -90,7 +99,7 @@ def result_differences(old: ExperimentConfig, new: ExperimentConfig) -> list[str
 
 
 def check_same_run(
-  saved: ExperimentConfig, cfg: ExperimentConfig, run_dir: pathlib.Path, doing: str
+  saved: ExperimentConfig, cfg: ExperimentConfig, run_dir: epath.PathLike, doing: str
 ) -> None:
   """Raises one ValueError listing the result-affecting keys where `cfg` differs."""
   diffs = result_differences(saved, cfg)
@@ -99,14 +108,14 @@ def check_same_run(
     raise ValueError(
       f"{doing} {run_dir} with a config that differs from its {CONFIG_FILE} in keys that "
       "affect results:\n  " + "\n  ".join(diffs) + f"\nOnly run-control keys ({allowed}) "
-      f"may change. Repeat the run's settings (see {run_dir / CONFIG_FILE}) or use a new "
+      f"may change. Repeat the run's settings (see {run_path(run_dir) / CONFIG_FILE}) or use a new "
       "train.run_dir."
     )
 
 
-def load_run_config(run_dir: str | pathlib.Path) -> Optional[ExperimentConfig]:
+def load_run_config(run_dir: epath.PathLike) -> Optional[ExperimentConfig]:
   """The config saved in `run_dir`, or None for runs made before config.yaml existed."""
-  path = pathlib.Path(run_dir) / CONFIG_FILE
+  path = run_path(run_dir) / CONFIG_FILE
   if not path.is_file():
     return None
   raw = yaml.safe_load(path.read_text())
@@ -117,8 +126,12 @@ def load_run_config(run_dir: str | pathlib.Path) -> Optional[ExperimentConfig]:
   return dataclasses.replace(cfg, actions=dataclasses.replace(cfg.actions, variant=variant))
 
 
-def _write_atomic(path: pathlib.Path, text: str) -> None:
-  # A crash mid-write leaves the old file (or none), never half a file.
+def _write_atomic(path: epath.Path, text: str) -> None:
+  # A crash mid-write leaves the old file (or none), never half a file. An object
+  # store writes whole objects: an upload that fails leaves the old one.
+  if is_uri(path):
+    path.write_text(text)
+    return
   tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
   with open(tmp, "w") as f:
     f.write(text)
@@ -163,12 +176,12 @@ def provenance(resumed_from: Optional[int]) -> dict[str, Any]:
 
 
 def save_run_config(
-  run_dir: str | pathlib.Path, cfg: ExperimentConfig, resumed_from: Optional[int] = None
+  run_dir: epath.PathLike, cfg: ExperimentConfig, resumed_from: Optional[int] = None
 ) -> None:
   """Process 0 writes config.yaml and appends this start to provenance.json."""
   if jax.process_index() != 0:
     return
-  run_dir = pathlib.Path(run_dir)
+  run_dir = run_path(run_dir)
   run_dir.mkdir(parents=True, exist_ok=True)
   _write_atomic(run_dir / CONFIG_FILE, config_lib.config_to_yaml(cfg))
   prov_path = run_dir / PROVENANCE_FILE
@@ -177,7 +190,7 @@ def save_run_config(
   _write_atomic(prov_path, json.dumps({"starts": starts}, indent=1, default=str) + "\n")
 
 
-def start_run(run_dir: pathlib.Path, cfg: ExperimentConfig, resume_step: Optional[int]) -> None:
+def start_run(run_dir: epath.PathLike, cfg: ExperimentConfig, resume_step: Optional[int]) -> None:
   """Checks a resume against the saved config, then records this start."""
   if resume_step is not None:
     saved = load_run_config(run_dir)

@@ -487,7 +487,8 @@ def test_script_settings_keep_the_former_flag_defaults():
   assert (sweep.random_trials, sweep.fl_actions, sweep.fl_variant) == (8, 24, "FL")
   assert (sweep.select_split, sweep.estimate_only) == ("wikitext2-valid", False)
   assert cfg.bench.steps == 4 and cfg.bench.memory_rollouts == (16, 32)
-  assert cfg.bench.decode_modes == ("dense", "quest", "controlled")
+  # issue 10 added the policy-share mode after the former three.
+  assert cfg.bench.decode_modes == ("dense", "quest", "controlled", "policy")
   assert (cfg.eval.curve_bins, cfg.eval.hf_check, cfg.eval.progress) == (8, True, True)
 
 

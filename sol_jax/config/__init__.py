@@ -2,7 +2,8 @@
 
 - `sections`: the config sections (model, data, actions, policy, rl, optim,
   train, mesh) with the reference's defaults and their range checks;
-  `script_sections`: those the experiment scripts read (eval, sweep, bench).
+  `script_sections`: those the experiment scripts read (eval, sweep, front,
+  generate, bench).
 - `loading`: YAML files with `base:` inheritance and action variants,
   `section.field=value` overrides, and the config back out as dict/YAML.
 
@@ -25,7 +26,13 @@ from sol_jax.config.loading import (
   parse_overrides,
   resolve_config_path,
 )
-from sol_jax.config.script_sections import BenchCfg, EvalCfg, FrontCfg, SweepCfg
+from sol_jax.config.script_sections import (
+  BenchCfg,
+  EvalCfg,
+  FrontCfg,
+  GenerateCfg,
+  SweepCfg,
+)
 from sol_jax.config.sections import (
   ActionsCfg,
   DataCfg,
@@ -65,6 +72,7 @@ __all__ = [
   "RLCfg",
   "SweepCfg",
   "FrontCfg",
+  "GenerateCfg",
   "TrainCfg",
   "validate_mesh",
 ]

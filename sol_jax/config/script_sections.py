@@ -1,4 +1,4 @@
-"""Config sections read by the experiment scripts: eval, sweep and bench.
+"""Config sections read by the experiment scripts: eval, sweep, front, generate and bench.
 
 Every setting of experiments/*.py is a key here or in the other sections
 (the model, data, grid, B, K, C, T), so a run is described by its config
@@ -132,6 +132,36 @@ class FrontCfg(Section):
     self._check(len(self.methods) > 0, "methods", "needs at least one baseline")
     if self.requested is not None:
       _normalize_budgets(self, "requested")
+
+
+GENERATE_MODES = ("policy", "dense", "fixed", "constant")
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerateCfg(Section):
+  """Free-running generation with the policy in the loop: experiments.generate (§12.7).
+
+  The targets are the first of eval.knob / eval.budgets; T (data.horizon) is the
+  policy's episode, after which the text is re-prefilled densely (§12.6).
+  """
+
+  _name = "generate"
+  prompt: str = "The history of the city begins in"
+  prompts: tuple[str, ...] = ()  # further prompts, continued after `prompt`
+  # Who picks each token's action: the trained policy (eval.policy or train.run_dir),
+  # the uncompressed model, Fixed at the targets, or the grid action nearest them.
+  mode: Literal[GENERATE_MODES] = "policy"
+  max_new_tokens: int = ranged(64, ">= 1")
+  temperature: float = ranged(0.0, ">= 0")  # 0: greedy (argmax tokens)
+  top_p: float = ranged(1.0, "(0, 1]")  # nucleus sampling; 1: off
+  top_k: int = ranged(0, ">= 0")  # sample among the k likeliest tokens; 0: off
+  samples: int = ranged(1, ">= 1")  # continuations per prompt (sharing its prefix)
+  stop: tuple[str, ...] = ()  # a continuation ends when its text contains one
+  seed: int = 0  # token sampling (and a sampling policy)
+  # Prefix granularity G (a multiple of the Quest page size; None: the page size):
+  # larger compiles fewer windows but decodes up to G - 1 warm-up tokens per refresh.
+  prefix_bucket: Optional[int] = ranged(None, ">= 1")
+  html: bool = True  # with --out: also write generate.html (tokens coloured by compute)
 
 
 @dataclasses.dataclass(frozen=True)

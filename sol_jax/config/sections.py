@@ -10,7 +10,7 @@ import dataclasses
 from typing import Literal, Optional
 
 from sol_jax.config.fields import Section, ranged
-from sol_jax.config.script_sections import BenchCfg, EvalCfg, FrontCfg, SweepCfg
+from sol_jax.config.script_sections import BenchCfg, EvalCfg, FrontCfg, GenerateCfg, SweepCfg
 from sol_jax.efficiency.actions import SPARSITY_CRITERIA, parse_prune_tag, parse_quant_tag
 
 _FL_KEEP = tuple(round(0.1 * i, 1) for i in range(1, 11))
@@ -266,6 +266,7 @@ class ExperimentConfig(Section):
   eval: EvalCfg = dataclasses.field(default_factory=EvalCfg)
   sweep: SweepCfg = dataclasses.field(default_factory=SweepCfg)
   front: FrontCfg = dataclasses.field(default_factory=FrontCfg)
+  generate: GenerateCfg = dataclasses.field(default_factory=GenerateCfg)
   bench: BenchCfg = dataclasses.field(default_factory=BenchCfg)
 
   def _validate(self):

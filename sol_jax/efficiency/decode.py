@@ -1,8 +1,11 @@
 """Controlled decoding of K counterfactual schedules over one shared prefix.
 
 `schedule_step` is `decode_step` vmapped over the schedule axis K with the
-frozen params, the teacher-forced tokens and the input's prefix cache (and its
-Quest page bounds) broadcast: rows are [B, K], row order input-major.
+frozen params and the input's prefix cache (and its Quest page bounds)
+broadcast: rows are [B, K], row order input-major. The tokens are either [B],
+shared by the K schedules (teacher forcing, broadcast like the prefix), or
+[B, K], one per row (K sampled continuations or K answer choices sharing one
+context prefix), mapped along with the suffix and the controls.
 """
 
 from __future__ import annotations
@@ -36,23 +39,30 @@ def schedule_step(
   suffix: SuffixCache,
   controls: Controls,
 ):
-  """One teacher-forced step for B inputs x K schedules.
+  """One controlled step for B inputs x K schedules.
 
-  tokens [B] (shared by the K schedules), suffix k/v [K, L, B, Hkv, T, dh],
-  controls arrays [B, K] -> logits [B, K, V], hidden [B, K, D], new suffix.
+  tokens [B] (shared by the K schedules) or [B, K] (one per row), suffix k/v
+  [K, L, B, Hkv, T, dh], controls arrays [B, K] -> logits [B, K, V], hidden
+  [B, K, D], new suffix.
   """
-  step = lambda sfx, ctl: llama.decode_step(params, cfg, tokens, prefix, sfx, aux, ctl)
+  step = lambda tok, sfx, ctl: llama.decode_step(params, cfg, tok, prefix, sfx, aux, ctl)
   axes = suffix_schedule_axes(suffix)
-  return jax.vmap(step, in_axes=(axes, controls.schedule_axes(1)), out_axes=(1, 1, axes))(
-    suffix, controls
-  )
+  in_axes = (_token_axis(tokens), axes, controls.schedule_axes(1))
+  return jax.vmap(step, in_axes=in_axes, out_axes=(1, 1, axes))(tokens, suffix, controls)
 
 
 def dense_schedule_step(params, cfg: ModelConfig, tokens, prefix: PrefixCache, suffix: SuffixCache):
-  """The uncontrolled step (controls=None) over the same [B, K] row layout."""
-  step = lambda sfx: llama.decode_step(params, cfg, tokens, prefix, sfx)
+  """The uncontrolled step (controls=None) over the same [B, K] row layout; tokens [B] or [B, K]."""
+  step = lambda tok, sfx: llama.decode_step(params, cfg, tok, prefix, sfx)
   axes = suffix_schedule_axes(suffix)
-  return jax.vmap(step, in_axes=(axes,), out_axes=(1, 1, axes))(suffix)
+  return jax.vmap(step, in_axes=(_token_axis(tokens), axes), out_axes=(1, 1, axes))(tokens, suffix)
+
+
+def _token_axis(tokens):
+  """vmap axis of a step's tokens: None for [B] (broadcast to the K schedules), 1 for [B, K]."""
+  if tokens.ndim not in (1, 2):
+    raise ValueError(f"decode tokens must be [B] or [B, K], got shape {tokens.shape}")
+  return None if tokens.ndim == 1 else 1
 
 
 def new_suffix(cfg: ModelConfig, batch: int, schedules: int, horizon: int) -> SuffixCache:

@@ -12,6 +12,10 @@ Where each concept lives:
 - `knob`: the one-number budget knob -> (κ*, ρ*, η*); `front`: the policy
   and every baseline at its realized budgets over a sweep of operating points.
 - `intervals`: paired-bootstrap intervals of policy-vs-baseline differences.
+- `generate` (import the module; its function has the module's name):
+  free-running generation with a provider choosing each token's action and the
+  dense-replay refresh every T steps (§12.6-12.7); `generation_view`: the
+  continuation coloured by compute (terminal, HTML).
 - `comparison_log`: the TensorBoard layout comparing methods over operating
   points (one run per method); `comparison_plots`: its figures (fronts,
   adherence, per-token action heat map).

@@ -62,6 +62,7 @@ RUN_CONTROL_KEYS = (
   "eval.*",
   "sweep.*",
   "front.*",
+  "generate.*",
   "bench.*",
 )
 

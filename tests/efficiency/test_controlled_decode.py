@@ -152,3 +152,29 @@ def test_controls_never_leak_into_later_dense_calls(params, tokens):
   leaves = jax.tree_util.tree_leaves
   for got, want in zip(leaves(dense_after), leaves(dense_before)):
     assert np.array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_per_row_tokens_equal_each_row_run_alone(params, tokens):
+  """Tokens [B, K] (one per schedule row) = each row run alone with [B] tokens and K = 1."""
+  prefix_tokens, _ = tokens
+  rng = np.random.default_rng(5)
+  row_tokens = rng.integers(0, CFG.vocab_size, size=(T, B, K)).astype(np.int32)
+  row_tokens[:, :, 1] = row_tokens[:, :, 0]  # two rows share their tokens, as [B] would
+  _, _, prefix, aux = _prefill(params, CFG, jnp.asarray(prefix_tokens), "quest", PAGE)
+  schedule = [sample_controls(rng) for _ in range(T)]
+  sfx = decode.new_suffix(CFG, B, K, T)
+  alone = [decode.new_suffix(CFG, B, 1, T) for _ in range(K)]
+  for t in range(T):
+    kappa, rho, bits = schedule[t]
+    ctl = make_controls(kappa, rho, bits, page_size=PAGE)
+    logits, hidden, sfx = _step(params, CFG, jnp.asarray(row_tokens[t]), prefix, aux, sfx, ctl)
+    for k in range(K):
+      one = make_controls(
+        kappa[:, k : k + 1], rho[:, k : k + 1], bits[:, k : k + 1], page_size=PAGE
+      )
+      tok = jnp.asarray(row_tokens[t, :, k])
+      lk, hk, alone[k] = _step(params, CFG, tok, prefix, aux, alone[k], one)
+      np.testing.assert_allclose(logits[:, k], lk[:, 0], rtol=1e-6, atol=1e-6, err_msg=f"t={t}")
+      np.testing.assert_allclose(hidden[:, k], hk[:, 0], rtol=1e-6, atol=1e-6)
+  with pytest.raises(ValueError, match=r"\[B\] or \[B, K\]"):
+    decode.schedule_step(params, CFG, jnp.zeros((B, K, 1), jnp.int32), prefix, aux, sfx, ctl)

@@ -18,6 +18,7 @@ import functools
 import inspect
 import json
 import os
+import pathlib
 import re
 import sys
 import traceback
@@ -27,6 +28,7 @@ import sol_jax
 from experiments import DEFAULT_CONFIG
 from sol_jax import config as config_lib
 from sol_jax import data as data_lib
+from sol_jax import run_paths
 
 DEBUG_FLAG, DEBUG_ENV = "--debug", "SOL_DEBUG"
 # What the library raises for bad input (it uses KeyError for none of it).
@@ -202,3 +204,18 @@ def help_text(doc: str, keys: Sequence[str], config_args: Sequence[str] = ()) ->
     lines.append(f"  {key}={value}" + (f"    # {note}" if note else ""))
   lines += ["", f"An error prints one line; {DEBUG_FLAG} (or {DEBUG_ENV}=1) shows its traceback."]
   return "\n".join(lines)
+
+
+def results_dir(out: Optional[str], folder, name: str) -> pathlib.Path:
+  """Where a script writes its files: --out, else `folder/name` when `folder` is local.
+
+  A run dir in a bucket (gs://...) keeps checkpoints; the figures, CSVs and event
+  files of an evaluation go to a local runs/<run name>/<name> (copy them up if wanted).
+  """
+  if out:
+    return pathlib.Path(out)
+  if run_paths.is_uri(folder):
+    local = pathlib.Path("runs") / pathlib.PurePosixPath(str(folder)).name / name
+    print(f"note: {folder} is remote; writing results to {local} (or pass --out)")
+    return local
+  return pathlib.Path(folder) / name

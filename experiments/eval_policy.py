@@ -124,7 +124,7 @@ def main(argv=None):
       f"{'policy vs Fixed':>40}: PPL {d.diff_pct:+.2f} % "
       f"[{d.diff_pct_lo:+.2f}, {d.diff_pct_hi:+.2f}] (95 %, {len(blocks)} blocks paired)"
     )
-  out = run_dir / f"eval_policy_step{step}"
+  out = cli.results_dir(None, run_dir, f"eval_policy_step{step}")
   out.mkdir(parents=True, exist_ok=True)
   with open(out / "results.csv", "w", newline="") as f:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))

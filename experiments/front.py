@@ -239,7 +239,7 @@ def main(argv=None):
     "wall_seconds": time.perf_counter() - start,
   }
 
-  out = pathlib.Path(cmd.out or folder / f"front_{pathlib.Path(cfg.data.eval).stem}")
+  out = cli.results_dir(cmd.out, folder, f"front_{pathlib.Path(cfg.data.eval).stem}")
   out.mkdir(parents=True, exist_ok=True)
   table = print_table(rows, front.dense.ppl)
   for name, a in adherence.items():

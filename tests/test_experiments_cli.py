@@ -98,3 +98,10 @@ def test_static_pareto_estimate_only_keeps_the_former_defaults(capsys):
     ["sweep.estimate_only=true", "sweep.pages=[4]", "sweep.random_trials=2", "sweep.fl_actions=0"]
   )["estimate"]
   assert small["columns_per_batch"] == 27 + 3 * (3 + 2)
+
+
+def test_results_dir_keeps_local_folders_and_localizes_buckets(tmp_path, capsys):
+  assert cli.results_dir("x/y", tmp_path, "front") == pathlib.Path("x/y")
+  assert cli.results_dir(None, tmp_path, "front") == tmp_path / "front"
+  got = cli.results_dir(None, "gs://bucket/runs/seed1", "front")
+  assert got == pathlib.Path("runs/seed1/front") and "remote" in capsys.readouterr().out

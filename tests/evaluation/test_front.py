@@ -1,5 +1,7 @@
 """The policy front against every baseline (`evaluation.front`) and the budget knob."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -167,7 +169,8 @@ def test_only_the_asked_baselines_run(params):
   rng = np.random.default_rng(6)
   report = rng.integers(0, CFG.vocab_size, (B, C + T + 1)).astype(np.int32)
   actions = jnp.asarray(rng.integers(0, THREE.num_actions, (B, 1, T)), jnp.int32)
-  out = ev.evaluate_front(
+  front = functools.partial(
+    ev.evaluate_front,
     params,
     CFG,
     THREE,
@@ -182,32 +185,15 @@ def test_only_the_asked_baselines_run(params):
     context_len=C,
     horizon=T,
     batch_size=B,
-    methods=("fixed",),
     progress=False,
   )
+  out = front(methods=("fixed",))
   (p,) = out.points
   assert p.fixed is not None and p.emc is p.dac is p.best is None and p.random == []
   rows = ev.front_rows(out, resamples=200)
   assert [r["method"] for r in rows] == ["policy", "fixed", "dense"]
   with pytest.raises(ValueError, match="unknown front methods"):
-    ev.evaluate_front(
-      params,
-      CFG,
-      THREE,
-      ST,
-      report,
-      report,
-      REQUESTED[:1],
-      policy_provider=None,
-      policy_inputs=lambda _, rows: actions[:rows],
-      trials=1,
-      seed=0,
-      context_len=C,
-      horizon=T,
-      batch_size=B,
-      methods=("fixed", "oracle"),
-      progress=False,
-    )
+    front(methods=("fixed", "oracle"))
 
 
 def test_pool_seeds_sums_blocks_over_seeds():

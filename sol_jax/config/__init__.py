@@ -3,7 +3,7 @@
 - `sections`: the config sections (model, data, actions, policy, rl, optim,
   train, mesh) with the reference's defaults and their range checks;
   `script_sections`: those the experiment scripts read (eval, sweep, front,
-  generate, bench).
+  generate, mc, bench).
 - `loading`: YAML files with `base:` inheritance and action variants,
   `section.field=value` overrides, and the config back out as dict/YAML.
 
@@ -31,6 +31,7 @@ from sol_jax.config.script_sections import (
   EvalCfg,
   FrontCfg,
   GenerateCfg,
+  McCfg,
   SweepCfg,
 )
 from sol_jax.config.sections import (
@@ -73,6 +74,7 @@ __all__ = [
   "SweepCfg",
   "FrontCfg",
   "GenerateCfg",
+  "McCfg",
   "TrainCfg",
   "validate_mesh",
 ]

@@ -1,4 +1,4 @@
-"""Config sections read by the experiment scripts: eval, sweep, front, generate and bench.
+"""Config sections read by the experiment scripts: eval, sweep, front, generate, mc and bench.
 
 Every setting of experiments/*.py is a key here or in the other sections
 (the model, data, grid, B, K, C, T), so a run is described by its config
@@ -162,6 +162,38 @@ class GenerateCfg(Section):
   # larger compiles fewer windows but decodes up to G - 1 warm-up tokens per refresh.
   prefix_bucket: Optional[int] = ranged(None, ">= 1")
   html: bool = True  # with --out: also write generate.html (tokens coloured by compute)
+
+
+MC_MODES = ("dense", "policy", "fixed", "constant")
+
+
+@dataclasses.dataclass(frozen=True)
+class McCfg(Section):
+  """Multiple-choice accuracy with the policy in the loop: experiments.mc_eval (§12.6).
+
+  The policy is conditioned on every target of eval.knob / eval.budgets; Fixed is
+  matched to the policy's realized budgets on the same items.
+  """
+
+  _name = "mc"
+  # arc_easy (test), piqa (valid), mmlu (test, k-shot from dev) or a .jsonl file of
+  # {"context", "choices", "label"} lines (sol_jax/data/mc_tasks.py).
+  task: str = "arc_easy"
+  limit: Optional[int] = ranged(None, ">= 1")  # first N items (MMLU: per subject); None: all
+  # dense once; per target: the policy, Fixed at its realized budgets, the nearest constant.
+  modes: tuple[Literal[MC_MODES], ...] = ("dense", "policy", "fixed")
+  mmlu_shots: int = ranged(5, ">= 0")  # dev exemplars before each MMLU question
+  subjects: Optional[tuple[str, ...]] = None  # MMLU subjects (file stems); None: all 57
+  batch_size: int = ranged(8, ">= 1")  # items per call (same context length and choice count)
+  # Prefix granularity G (a multiple of the Quest page size; None: the page size): larger
+  # compiles fewer prefill lengths but decodes up to G - 1 warm-up tokens per item.
+  prefix_bucket: Optional[int] = ranged(None, ">= 1")
+  bootstrap_resamples: int = ranged(10_000, ">= 100")  # policy - Fixed accuracy interval
+  tensorboard: bool = True  # with --out: DIR/tb, one run per method
+
+  def _validate(self):
+    self._check(len(self.modes) > 0, "modes", "needs at least one mode")
+    self._check(bool(self.task.strip()), "task", "must not be empty")
 
 
 @dataclasses.dataclass(frozen=True)

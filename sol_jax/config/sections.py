@@ -10,7 +10,14 @@ import dataclasses
 from typing import Literal, Optional
 
 from sol_jax.config.fields import Section, ranged
-from sol_jax.config.script_sections import BenchCfg, EvalCfg, FrontCfg, GenerateCfg, SweepCfg
+from sol_jax.config.script_sections import (
+  BenchCfg,
+  EvalCfg,
+  FrontCfg,
+  GenerateCfg,
+  McCfg,
+  SweepCfg,
+)
 from sol_jax.efficiency.actions import SPARSITY_CRITERIA, parse_prune_tag, parse_quant_tag
 
 _FL_KEEP = tuple(round(0.1 * i, 1) for i in range(1, 11))
@@ -267,6 +274,7 @@ class ExperimentConfig(Section):
   sweep: SweepCfg = dataclasses.field(default_factory=SweepCfg)
   front: FrontCfg = dataclasses.field(default_factory=FrontCfg)
   generate: GenerateCfg = dataclasses.field(default_factory=GenerateCfg)
+  mc: McCfg = dataclasses.field(default_factory=McCfg)
   bench: BenchCfg = dataclasses.field(default_factory=BenchCfg)
 
   def _validate(self):

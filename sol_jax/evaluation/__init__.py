@@ -16,6 +16,9 @@ Where each concept lives:
   free-running generation with a provider choosing each token's action and the
   dense-replay refresh every T steps (§12.6-12.7); `generation_view`: the
   continuation coloured by compute (terminal, HTML).
+- `multiple_choice` (import the module): multiple-choice scoring with a provider
+  choosing every continuation token's action (§12.6; tasks in `sol_jax.data.mc_tasks`);
+  `mc_report`: acc / acc_norm, realized budgets, paired intervals over items.
 - `comparison_log`: the TensorBoard layout comparing methods over operating
   points (one run per method); `comparison_plots`: its figures (fronts,
   adherence, per-token action heat map).

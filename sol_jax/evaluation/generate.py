@@ -220,13 +220,17 @@ def generate_window(
   horizon: int,
   capacity: int,
   sampling: Sampling,
+  forced=None,
 ) -> WindowOut:
   """One refresh window: dense prefill, dense warm-up, `horizon` controlled generated steps.
 
   prefix_tokens [Bp, C0]; warm_tokens [W, Bp, Kp] of which the first `n_warm`
   are decoded densely; first_tokens [Bp, Kp] the first controlled input (x_{L-1});
   prev_tokens [Bp, Kp] the token before it (DAC's t = 0 signal). The provider
-  sees the Bp*Kp rows as [Bp*Kp, 1].
+  sees the Bp*Kp rows as [Bp*Kp, 1]. forced [horizon, Bp, Kp] (optional): teacher
+  forcing; step t outputs forced[t] (fed back as the next input) instead of a choice
+  from the logits, and `logprobs` are those of the forced tokens (multiple-choice
+  scoring).
   """
   bp, kp = first_tokens.shape
   rows = bp * kp
@@ -279,7 +283,10 @@ def generate_window(
       state = provider.observe(inputs, state, ctx, executed.reshape(rows, 1))
     if needs_entropy:
       entropy = entropy_signal(logits)
-    nxt = choose_tokens(logits, jax.random.fold_in(key, t), sampling)
+    if forced is None:
+      nxt = choose_tokens(logits, jax.random.fold_in(key, t), sampling)
+    else:
+      nxt = jax.lax.dynamic_index_in_dim(forced, t, 0, keepdims=False)
     logp = decode.token_logprob(logits, nxt)
     carry = (suffix, state, new_hidden, hidden, entropy, drift, nxt)
     return carry, (nxt, logp, executed, effective)

@@ -63,6 +63,7 @@ RUN_CONTROL_KEYS = (
   "sweep.*",
   "front.*",
   "generate.*",
+  "mc.*",
   "bench.*",
 )
 

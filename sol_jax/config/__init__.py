@@ -31,6 +31,7 @@ from sol_jax.config.script_sections import (
   EvalCfg,
   FrontCfg,
   GenerateCfg,
+  LmEvalCfg,
   McCfg,
   SweepCfg,
 )
@@ -74,6 +75,7 @@ __all__ = [
   "SweepCfg",
   "FrontCfg",
   "GenerateCfg",
+  "LmEvalCfg",
   "McCfg",
   "TrainCfg",
   "validate_mesh",

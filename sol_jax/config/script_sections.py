@@ -196,6 +196,25 @@ class McCfg(Section):
     self._check(bool(self.task.strip()), "task", "must not be empty")
 
 
+LMEVAL_MODES = ("dense", "policy", "fixed", "constant")
+
+
+@dataclasses.dataclass(frozen=True)
+class LmEvalCfg(Section):
+  """lm-evaluation-harness model `sol_jax` (experiments/lm_eval_model.py); its model_args
+  are keys of this config (`mode=policy,knob=0.5` is `lmeval.mode=policy eval.knob=[0.5]`)."""
+
+  _name = "lmeval"
+  # Who picks the compute of every scored or generated token: the uncompressed model,
+  # the trained policy (eval.policy or train.run_dir), Fixed at the targets, or the grid
+  # action nearest them. The targets: the single value of eval.knob / eval.budgets.
+  mode: Literal[LMEVAL_MODES] = "dense"
+  # Longest sequence a request may use (lm-eval's max_length): rolling log-likelihoods
+  # are scored in windows of this many tokens; longer prompts are cut on the left.
+  max_length: int = ranged(2048, ">= 2")
+  batch_size: int = ranged(8, ">= 1")  # requests per call (lm-eval's --batch_size overrides)
+
+
 @dataclasses.dataclass(frozen=True)
 class BenchCfg(Section):
   """Benchmarks; B, K, C, T, the model and the grid come from the other sections."""

@@ -15,6 +15,7 @@ from sol_jax.config.script_sections import (
   EvalCfg,
   FrontCfg,
   GenerateCfg,
+  LmEvalCfg,
   McCfg,
   SweepCfg,
 )
@@ -275,6 +276,7 @@ class ExperimentConfig(Section):
   front: FrontCfg = dataclasses.field(default_factory=FrontCfg)
   generate: GenerateCfg = dataclasses.field(default_factory=GenerateCfg)
   mc: McCfg = dataclasses.field(default_factory=McCfg)
+  lmeval: LmEvalCfg = dataclasses.field(default_factory=LmEvalCfg)
   bench: BenchCfg = dataclasses.field(default_factory=BenchCfg)
 
   def _validate(self):

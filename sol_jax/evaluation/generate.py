@@ -165,6 +165,7 @@ class WindowOut(NamedTuple):
   logprobs: jax.Array  # [T, Bp, Kp]
   actions: jax.Array  # [T, Bp, Kp] executed (-1 without a provider)
   effective: jax.Array  # [T]
+  greedy: jax.Array  # [T, Bp, Kp] bool: the token is the argmax of its logits
 
 
 def choose_tokens(logits: jax.Array, key: jax.Array, sampling: Sampling) -> jax.Array:
@@ -288,12 +289,13 @@ def generate_window(
     else:
       nxt = jax.lax.dynamic_index_in_dim(forced, t, 0, keepdims=False)
     logp = decode.token_logprob(logits, nxt)
+    greedy = nxt == jnp.argmax(logits, axis=-1)
     carry = (suffix, state, new_hidden, hidden, entropy, drift, nxt)
-    return carry, (nxt, logp, executed, effective)
+    return carry, (nxt, logp, executed, effective, greedy)
 
   carry = (suffix, state, hidden, hidden, entropy, drift, first_tokens)
-  _, (tokens, logp, actions, effective) = jax.lax.scan(step, carry, jnp.arange(horizon))
-  return WindowOut(tokens, logp, actions, effective)
+  _, outs = jax.lax.scan(step, carry, jnp.arange(horizon))
+  return WindowOut(*outs)
 
 
 InputsFn = Callable[[int, int, int, np.ndarray], Any]

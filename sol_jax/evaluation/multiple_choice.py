@@ -23,6 +23,12 @@ first w*T continuation tokens are prefilled densely again (the compressed KV of
 the previous window is replaced) and a fresh episode starts, so from window 1 on
 each choice has its own prefix.
 
+The uncontrolled dense model (provider None) needs no windows: every choice is
+one causal forward over context + continuation (right-padded rows, grouped by
+length), and only the continuation's positions are projected onto the vocabulary.
+It is the same model as the windowed dense decode (`dense_forward=False`, kept
+for tests) within float rounding, at about T times fewer passes.
+
 Batching. One call runs B items x K choices that have the same context length M
 and choice count K (the decode step's prefix is static and has no padding mask,
 and the dense warm-up count is shared by a call's rows). B is padded up to a
@@ -36,6 +42,7 @@ and they are left out of every sum and realized budget.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Optional, Sequence, Union
 
 import jax
@@ -44,9 +51,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from sol_jax.data.mc_tasks import MCItem
+from sol_jax.efficiency import decode
 from sol_jax.efficiency.actions import ActionSpace
 from sol_jax.efficiency.controls import ControlSettings
 from sol_jax.evaluation import generate as gen
+from sol_jax.models import llama
 from sol_jax.models.config import ModelConfig
 
 # (call index, window, rows, mask [rows, steps] bool: scored and effective) -> inputs
@@ -69,6 +78,8 @@ class ItemScores:
   logprobs: list[np.ndarray]  # K x [n_k] float32
   actions: list[np.ndarray]  # K x [n_k] int32; -1 for the uncontrolled dense model
   effective: list[np.ndarray]  # K x [n_k] bool: may the step compress (method §4.6)?
+  # K x [n_k] bool: the token is the argmax of its logits (lm-eval's is_greedy)
+  greedy: list[np.ndarray] = dataclasses.field(default_factory=list)
 
 
 def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -160,11 +171,75 @@ class _Scorer:
       forced=jnp.asarray(forced),
     )
     logp, acts = np.asarray(out.logprobs), np.asarray(out.actions)
-    eff = np.asarray(out.effective)
+    eff, greedy = np.asarray(out.effective), np.asarray(out.greedy)
+    n = lambda t: len(t)
     return [
-      [(logp[: len(t), b, k], acts[: len(t), b, k], eff[: len(t)]) for k, t in enumerate(tails[b])]
+      [
+        (logp[: n(t), b, k], acts[: n(t), b, k], eff[: n(t)], greedy[: n(t), b, k])
+        for k, t in enumerate(tails[b])
+      ]
       for b in range(real)
     ]
+
+
+def _length_bucket(n: int) -> int:
+  """n rounded up to at most four sizes per octave (<= 25 % padding), >= 16."""
+  if n <= 16:
+    return 16
+  step = 1 << max((n - 1).bit_length() - 3, 0)
+  return -(-n // step) * step
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _dense_scores(params, cfg: ModelConfig, tokens, positions, targets):
+  """tokens [R, S] -> (log p(targets), targets == argmax) at positions [R, P]."""
+  _, hidden, _ = llama.prefill(params, cfg, tokens, logits="none")
+  picked = jnp.take_along_axis(hidden, positions[..., None], axis=1)
+  logits = llama.lm_head(params, cfg, picked).astype(jnp.float32)
+  return decode.token_logprob(logits, targets), targets == jnp.argmax(logits, axis=-1)
+
+
+def _dense_forward(params, cfg, settings, requests, rows_per_call, progress, desc):
+  """Per (item, choice): (log-probs, actions -1, effective, greedy) from one causal forward."""
+  seqs = [
+    (i, k, np.concatenate([r.context, c]))
+    for i, r in enumerate(requests)
+    for k, c in enumerate(r.continuations)
+  ]
+  seqs.sort(key=lambda x: len(x[2]))
+  out: dict[tuple[int, int], tuple] = {}
+  bar = tqdm(total=len(seqs), desc=desc, disable=not progress)
+  for chunk in _chunks(seqs, rows_per_call):
+    r = _pow2(len(chunk), rows_per_call)
+    s = _length_bucket(max(len(x[2]) for x in chunk) - 1)
+    p = _pow2(max(len(requests[i].continuations[k]) for i, k, _ in chunk), 1 << 30)
+    tokens = np.zeros((r, s), np.int32)
+    positions = np.zeros((r, p), np.int32)
+    targets = np.zeros((r, p), np.int32)
+    for row, (i, k, seq) in enumerate(chunk):
+      n = len(requests[i].continuations[k])
+      tokens[row, : len(seq) - 1] = seq[:-1]
+      positions[row, :n] = np.arange(len(seq) - 1 - n, len(seq) - 1)
+      targets[row, :n] = seq[-n:]
+    logp, greedy = (
+      np.asarray(x)
+      for x in _dense_scores(
+        params, cfg, jnp.asarray(tokens), jnp.asarray(positions), jnp.asarray(targets)
+      )
+    )
+    for row, (i, k, seq) in enumerate(chunk):
+      n = len(requests[i].continuations[k])
+      # The same flags the window path reports: step j's input sits at len(context) - 1 + j.
+      eff = (
+        len(requests[i].context) + np.arange(n)
+      ) > settings.sink_tokens + settings.window_tokens + 1
+      out[i, k] = (logp[row, :n], np.full(n, -1, np.int32), eff, greedy[row, :n])
+    bar.update(len(chunk))
+  bar.close()
+  return [
+    _item_scores([[out[i, k]] for k in range(len(req.continuations))])
+    for i, req in enumerate(requests)
+  ]
 
 
 def score_requests(
@@ -181,12 +256,15 @@ def score_requests(
   prefix_bucket: Optional[int] = None,
   progress: bool = True,
   desc: str = "multiple choice",
+  dense_forward: bool = True,
 ) -> list[ItemScores]:
   """Scores every choice of every request with `provider` in the loop (module docstring).
 
   provider: a harness provider (`PolicyAgent`, `StaticSchedule`, `generate.ConstantProvider`)
     or None for the uncontrolled dense model; it sees a call's rows as [rows, 1].
   inputs: the provider's inputs, or a `MCInputsFn` called before every call.
+  dense_forward: without a provider, score by one causal forward per sequence
+    (`batch_size` items' choices per call) instead of the windowed dense decode.
   """
   bucket = settings.page_size if prefix_bucket is None else prefix_bucket
   if horizon < 1 or batch_size < 1 or bucket < 1:
@@ -197,6 +275,9 @@ def score_requests(
     raise ValueError(
       f"prefix_bucket={bucket} must be a multiple of the Quest page size {settings.page_size}"
     )
+  if provider is None and dense_forward:
+    most = max((len(r.continuations) for r in requests), default=1)
+    return _dense_forward(params, cfg, settings, requests, batch_size * most, progress, desc)
   scorer = _Scorer(params, cfg, space, settings, horizon, provider, inputs, bucket, batch_size)
   seqs = [[np.concatenate([r.context, c]) for c in r.continuations] for r in requests]
   parts: list[list[list]] = [[[] for _ in r.continuations] for r in requests]
@@ -241,6 +322,7 @@ def _item_scores(parts) -> ItemScores:
     logprobs=logprobs,
     actions=[cat(k, 1).astype(np.int32) for k in range(len(parts))],
     effective=[cat(k, 2).astype(bool) for k in range(len(parts))],
+    greedy=[cat(k, 3).astype(bool) for k in range(len(parts))],
   )
 
 

@@ -217,6 +217,12 @@ def prefill(params, cfg: ModelConfig, tokens, logits: str = "all"):
   return Llama(cfg, "prefill").apply({"params": params}, tokens, logits=logits)
 
 
+def lm_head(params, cfg: ModelConfig, hidden):
+  """Logits of final-norm hidden states [..., D] (e.g. a few gathered positions, so a
+  scorer need not project every position onto the full vocabulary)."""
+  return Llama(cfg, "prefill").apply({"params": params}, hidden, method=Llama.logits)
+
+
 def decode_step(
   params,
   cfg: ModelConfig,

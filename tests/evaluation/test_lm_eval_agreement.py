@@ -6,9 +6,8 @@ a local jsonl task (a task YAML in tmp_path, HF_DATASETS_OFFLINE=1); our dense
 scores of the same items must give every choice's log-likelihood within 1e-3 and
 the same acc and acc_norm per item.
 
-lm-eval is an optional extra (`pip install .[lmeval]`, pyproject); without it the
-test skips. Its wheel is on the machine's local index but its dependency `evaluate`
-is not, so it does not install offline.
+lm-eval is an optional extra (`pip install .[lmeval]`; `make install` installs
+requirements-lmeval.txt); without it the test skips.
 """
 
 import importlib.util
@@ -42,8 +41,7 @@ pytestmark = [
   pytest.mark.slow,
   pytest.mark.skipif(
     importlib.util.find_spec("lm_eval") is None,
-    reason="lm-eval is not installed (optional extra `.[lmeval]`: lm-eval==0.4.13; its "
-    "dependency `evaluate` is not on the offline index, so it is not installed here)",
+    reason="lm-eval is not installed (optional extra `.[lmeval]`, requirements-lmeval.txt)",
   ),
   pytest.mark.skipif(not (_DEFAULT_DATA_DIR / "arc_easy").is_dir(), reason="no ../shared/data"),
 ]

@@ -67,21 +67,53 @@ def test_encode_item_moves_trailing_space():
   assert TOK.decode(req.continuations[0].tolist()) == "  here"
 
 
+def reference_greedy(params, request: mc.Request) -> list[np.ndarray]:
+  """Per choice: is each continuation token the argmax of the full forward's logits?"""
+  out = []
+  for cont in request.continuations:
+    ids = np.concatenate([request.context, cont])
+    logits = np.asarray(_all_logits(params, CFG, jnp.asarray(ids[None])))
+    m = len(request.context)
+    out.append(np.asarray([np.argmax(logits[m - 1 + j]) == ids[m + j] for j in range(len(cont))]))
+  return out
+
+
 @pytest.mark.integration
 def test_dense_equals_full_forward(tiny_llama):
   _, params = tiny_llama
   requests = [mc.encode_item(TOK, it) for it in ITEMS]
-  for provider in (None, gen.ConstantProvider(SPACE.dense_index)):
-    scores = score(params, requests, provider=provider)
+  runs = {
+    "dense forward": dict(provider=None),
+    "dense windows": dict(provider=None, dense_forward=False),
+    "dense action": dict(provider=gen.ConstantProvider(SPACE.dense_index)),
+  }
+  results = {}
+  for name, kw in runs.items():
+    scores = results[name] = score(params, requests, **kw)
     for req, s in zip(requests, scores):
-      np.testing.assert_allclose(s.loglik, reference_loglik(params, req), atol=1e-4, rtol=0)
+      np.testing.assert_allclose(
+        s.loglik, reference_loglik(params, req), atol=1e-4, rtol=0, err_msg=name
+      )
       assert [len(a) for a in s.actions] == [len(c) for c in req.continuations]
-      if provider is None:
+      for got, want in zip(s.greedy, reference_greedy(params, req)):
+        np.testing.assert_array_equal(got, want, err_msg=name)
+      if kw["provider"] is None:
         assert all(np.all(a == -1) for a in s.actions)
+  assert sum(g.sum() for s in results["dense forward"] for g in s.greedy) > 0  # not all False
+  for a, b in zip(results["dense forward"], results["dense windows"]):
+    for ea, eb in zip(a.effective, b.effective):
+      np.testing.assert_array_equal(ea, eb)
   # a larger prefix bucket (more warm-up) and batch size 1 score the same
-  again = score(params, requests, prefix_bucket=8, batch_size=1)
-  for a, b in zip(scores, again):
+  again = score(params, requests, prefix_bucket=8, batch_size=1, dense_forward=False)
+  for a, b in zip(results["dense windows"], again):
     np.testing.assert_allclose(a.loglik, b.loglik, atol=1e-4)
+
+
+def test_length_buckets_pad_at_most_a_quarter():
+  sizes = [mc._length_bucket(n) for n in range(1, 3000)]
+  assert all(s >= n for n, s in zip(range(1, 3000), sizes))
+  assert all(s <= max(16, 1.25 * n) for n, s in zip(range(1, 3000), sizes))
+  assert len(set(sizes)) <= 4 * 12  # a few shapes per octave: few compilations
 
 
 def _harness(params, ids, context_len, horizon, provider, inputs):

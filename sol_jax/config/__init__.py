@@ -33,6 +33,7 @@ from sol_jax.config.script_sections import (
   GenerateCfg,
   LmEvalCfg,
   McCfg,
+  PollutionCfg,
   SweepCfg,
 )
 from sol_jax.config.sections import (
@@ -77,6 +78,7 @@ __all__ = [
   "GenerateCfg",
   "LmEvalCfg",
   "McCfg",
+  "PollutionCfg",
   "TrainCfg",
   "validate_mesh",
 ]

@@ -196,6 +196,32 @@ class McCfg(Section):
     self._check(bool(self.task.strip()), "task", "must not be empty")
 
 
+POLLUTION_COLUMNS = ("axes", "fixed", "policy")
+
+
+@dataclasses.dataclass(frozen=True)
+class PollutionCfg(Section):
+  """KV-pollution impulse test: experiments.pollution (method §12.8, paper Fig. 7).
+
+  Windows of data.eval; the policy's targets: the first of eval.knob / eval.budgets.
+  """
+
+  _name = "pollution"
+  prefix_len: int = ranged(512, ">= 1")  # P: dense prefill
+  impulse_steps: int = ranged(4, ">= 1")  # c: compressed steps
+  tail_steps: int = ranged(64, ">= 1")  # τ: dense steps after the impulse
+  windows: int = ranged(64, ">= 1")  # random windows of P + c + τ + 1 tokens
+  seed: int = 123  # window offsets
+  batch_size: int = ranged(4, ">= 1")  # windows per call
+  # Impulse columns beside dense: every single-axis grid level (axes), Fixed matched to
+  # the policy's realized impulse budgets (at the targets without a policy), the policy.
+  columns: tuple[Literal[POLLUTION_COLUMNS], ...] = POLLUTION_COLUMNS
+  bootstrap_resamples: int = ranged(10_000, ">= 100")
+
+  def _validate(self):
+    self._check(len(self.columns) > 0, "columns", "needs at least one column kind")
+
+
 LMEVAL_MODES = ("dense", "policy", "fixed", "constant")
 
 

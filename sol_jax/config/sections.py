@@ -17,6 +17,7 @@ from sol_jax.config.script_sections import (
   GenerateCfg,
   LmEvalCfg,
   McCfg,
+  PollutionCfg,
   SweepCfg,
 )
 from sol_jax.efficiency.actions import SPARSITY_CRITERIA, parse_prune_tag, parse_quant_tag
@@ -277,6 +278,7 @@ class ExperimentConfig(Section):
   generate: GenerateCfg = dataclasses.field(default_factory=GenerateCfg)
   mc: McCfg = dataclasses.field(default_factory=McCfg)
   lmeval: LmEvalCfg = dataclasses.field(default_factory=LmEvalCfg)
+  pollution: PollutionCfg = dataclasses.field(default_factory=PollutionCfg)
   bench: BenchCfg = dataclasses.field(default_factory=BenchCfg)
 
   def _validate(self):

@@ -22,7 +22,7 @@ import numpy as np
 from sol_jax.data.mc_tasks import MCItem
 from sol_jax.efficiency import budget
 from sol_jax.efficiency.actions import ActionSpace
-from sol_jax.evaluation.intervals import resample_indices
+from sol_jax.evaluation.intervals import paired_mean_difference
 from sol_jax.evaluation.multiple_choice import ItemScores
 
 
@@ -85,13 +85,5 @@ class PairedAccuracy(NamedTuple):
 def paired_accuracy(
   hits_a, hits_b, *, resamples: int = 10_000, seed: int = 0, level: float = 0.95
 ) -> PairedAccuracy:
-  a, b = (np.asarray(x, np.float64) for x in (hits_a, hits_b))
-  if a.shape != b.shape or a.ndim != 1 or a.size == 0:
-    raise ValueError(
-      f"per-item hits must be equal-length non-empty 1-D arrays: {a.shape}, {b.shape}"
-    )
-  d = a - b
-  boot = d[resample_indices(d.size, resamples, seed)].mean(-1)
-  tail = 100.0 * (1.0 - level) / 2.0
-  lo, hi = np.percentile(boot, [tail, 100.0 - tail])
-  return PairedAccuracy(100.0 * float(d.mean()), 100.0 * float(lo), 100.0 * float(hi))
+  d = paired_mean_difference(hits_a, hits_b, resamples=resamples, seed=seed, level=level)
+  return PairedAccuracy(*(100.0 * v for v in d))

@@ -210,7 +210,8 @@ def _dense_forward(params, cfg, settings, requests, rows_per_call, progress, des
   out: dict[tuple[int, int], tuple] = {}
   bar = tqdm(total=len(seqs), desc=desc, disable=not progress)
   for chunk in _chunks(seqs, rows_per_call):
-    r = _pow2(len(chunk), rows_per_call)
+    # rows: a power of two up to 8, then multiples of 8 (few shapes, little padding)
+    r = _pow2(len(chunk), rows_per_call) if len(chunk) <= 8 else -(-len(chunk) // 8) * 8
     s = _length_bucket(max(len(x[2]) for x in chunk) - 1)
     p = _pow2(max(len(requests[i].continuations[k]) for i, k, _ in chunk), 1 << 30)
     tokens = np.zeros((r, s), np.int32)

@@ -34,6 +34,7 @@ from sol_jax.config.script_sections import (
   LmEvalCfg,
   McCfg,
   PollutionCfg,
+  QualityCfg,
   SweepCfg,
 )
 from sol_jax.config.sections import (
@@ -79,6 +80,7 @@ __all__ = [
   "LmEvalCfg",
   "McCfg",
   "PollutionCfg",
+  "QualityCfg",
   "TrainCfg",
   "validate_mesh",
 ]

@@ -222,6 +222,27 @@ class PollutionCfg(Section):
     self._check(len(self.columns) > 0, "columns", "needs at least one column kind")
 
 
+QUALITY_METHODS = ("dense", "policy", "fixed")
+
+
+@dataclasses.dataclass(frozen=True)
+class QualityCfg(Section):
+  """Long greedy generations: repetition, diversity and dense log-prob (method §12.7):
+  experiments.generation_quality. The policy's targets: the first of eval.knob /
+  eval.budgets; Fixed runs at the policy's realized budgets over all its tokens."""
+
+  _name = "quality"
+  prompts: int = ranged(8, ">= 1")  # windows of data.eval, the first tokens of each block
+  prompt_len: int = ranged(128, ">= 1")
+  max_new_tokens: int = ranged(512, ">= 1")  # no early stop at EOS: every row runs this long
+  methods: tuple[Literal[QUALITY_METHODS], ...] = QUALITY_METHODS
+  orders: tuple[int, ...] = ranged((1, 2, 3, 4), ">= 1")  # n of seq-rep-n and distinct-n
+  bootstrap_resamples: int = ranged(10_000, ">= 100")
+
+  def _validate(self):
+    self._check(len(self.methods) > 0, "methods", "needs at least one method")
+
+
 LMEVAL_MODES = ("dense", "policy", "fixed", "constant")
 
 

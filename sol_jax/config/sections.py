@@ -18,6 +18,7 @@ from sol_jax.config.script_sections import (
   LmEvalCfg,
   McCfg,
   PollutionCfg,
+  QualityCfg,
   SweepCfg,
 )
 from sol_jax.efficiency.actions import SPARSITY_CRITERIA, parse_prune_tag, parse_quant_tag
@@ -279,6 +280,7 @@ class ExperimentConfig(Section):
   mc: McCfg = dataclasses.field(default_factory=McCfg)
   lmeval: LmEvalCfg = dataclasses.field(default_factory=LmEvalCfg)
   pollution: PollutionCfg = dataclasses.field(default_factory=PollutionCfg)
+  quality: QualityCfg = dataclasses.field(default_factory=QualityCfg)
   bench: BenchCfg = dataclasses.field(default_factory=BenchCfg)
 
   def _validate(self):

@@ -305,7 +305,7 @@ def generate(
   params,
   cfg: ModelConfig,
   tokenizer,
-  prompts: Union[str, Sequence[str]],
+  prompts: Union[str, Sequence[Union[str, np.ndarray]]],
   *,
   space: ActionSpace,
   settings: ControlSettings,
@@ -322,6 +322,7 @@ def generate(
 ) -> list[Generation]:
   """Continues each prompt with `provider` choosing every token's action (module docstring).
 
+  prompts: text, or token-id arrays (used as they are; `Generation.prompt` is their text).
   provider: a harness provider (e.g. `PolicyAgent(greedy=True)`, `StaticSchedule`,
     `ConstantProvider`), or None for the uncontrolled dense model.
   inputs: the provider's inputs for K = `samples` rows laid out [K, 1, ...], or a
@@ -351,7 +352,11 @@ def generate(
   key = jax.random.PRNGKey(seed)
   out = []
   for index, prompt in enumerate(prompts):
-    ids = np.asarray(encode(tokenizer, prompt), np.int32)
+    if isinstance(prompt, str):
+      ids = np.asarray(encode(tokenizer, prompt), np.int32)
+    else:  # token ids (e.g. a window of a tokenized corpus): no re-tokenization
+      ids = np.asarray(prompt, np.int32).reshape(-1)
+      prompt = tokenizer.decode(ids.tolist())
     if ids.size == 0:
       raise ValueError(f"prompt {index} is empty after tokenization: {prompt!r}")
     rows = _generate_one(

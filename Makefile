@@ -42,10 +42,12 @@ test-unit: install
 test-slow: install
 	$(PY) -m pytest -q -m slow $(ARGS)
 
-# The benchmarks BUILD_NOTES cites: decode throughput, then seconds per GRPO batch.
+# The benchmarks BUILD_NOTES cites: decode throughput, seconds per GRPO batch, then
+# dense scoring against transformers (and generation with the shipped policy).
 bench: install
 	$(PY) -m experiments.bench_decode $(ARGS)
 	$(PY) -m experiments.bench_train $(ARGS)
+	$(PY) -m experiments.bench_dense data.eval_batch_size=16 mc.limit=50 eval.policy=$(DEMO_POLICY) eval.knob=[0.5] $(ARGS)
 
 # One style (ruff, configured in pyproject.toml); CI fails on any difference.
 lint: install

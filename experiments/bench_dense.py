@@ -12,7 +12,10 @@ timed repeats after one warm-up each, torch with as many threads as XLA has core
   choice, logits only at the continuation) against transformers scoring the same
   rows as lm-eval's `hf` model does (every choice a right-padded row, logits of all
   positions) on the first mc.limit items of mc.task, mc.batch_size items per call;
-- XLA's 2048^2 fp32 matmul against torch's: what the hardware allows.
+- XLA's 2048^2 fp32 matmul against torch's: what the hardware allows;
+- with eval.policy: greedy generation tokens/s (`evaluation.generate`, one prompt
+  of the first data.context_len tokens, 4 windows of T new tokens) dense and with
+  the shipped policy in the loop at the first eval.knob / eval.budgets target.
 Prints seconds and jax / torch (below 1: jax is faster), and checks both sides
 score the same numbers (max |difference|).
 """
@@ -28,11 +31,14 @@ import numpy as np
 from experiments import cli
 from experiments.bench_utils import matmul_peak_gflops
 from sol_jax.data import mc_tasks, text_blocks
+from sol_jax.evaluation import generate as gen
 from sol_jax.evaluation import multiple_choice as mc
 from sol_jax.evaluation.hf_reference import load_hf_model
+from sol_jax.evaluation.knob import requested_targets
 from sol_jax.evaluation.perplexity import full_sequence_nll
 from sol_jax.models import load_model, load_tokenizer
-from sol_jax.rl import make_setup
+from sol_jax.policy import PolicyAgent
+from sol_jax.rl import make_setup, trained_policy
 
 KEYS = (
   "model.source",
@@ -45,6 +51,9 @@ KEYS = (
   "mc.limit",
   "mc.batch_size",
   "bench.steps",
+  "eval.policy",
+  "eval.knob",
+  "eval.budgets",
 )
 
 
@@ -161,6 +170,36 @@ def main(argv=None):
   xla, tor = matmul_peak_gflops(), torch_matmul_gflops()
   print(
     f"2048^2 fp32 matmul: XLA {xla:.0f} GFLOP/s, torch {tor:.0f} GFLOP/s, XLA/torch {xla / tor:.2f}"
+  )
+  if cfg.eval.policy is not None:
+    generation_speed(cfg, model_cfg, params, tokenizer, setup, blocks[0, :c], reps)
+
+
+def generation_speed(cfg, model_cfg, params, tokenizer, setup, prompt, reps) -> None:
+  """Greedy tokens/s of `generate`, dense and with the shipped policy in the loop."""
+  t = cfg.data.horizon
+  policy, step, _ = trained_policy(cfg, model_cfg)
+  target = requested_targets(cfg.eval, setup.space)[0]
+  agent = PolicyAgent(setup.policy, setup.space, t, greedy=True)
+  run = lambda provider, inputs: gen.generate(
+    params,
+    model_cfg,
+    tokenizer,
+    [prompt],
+    space=setup.space,
+    settings=setup.settings,
+    horizon=t,
+    max_new_tokens=4 * t,
+    provider=provider,
+    inputs=inputs,
+    stop_at_eos=False,
+  )
+  dense_s, _ = _best(lambda: run(None, None), reps)
+  policy_s, _ = _best(lambda: run(agent, gen.policy_inputs(policy, target)), reps)
+  n = 4 * t
+  print(
+    f"generation, {len(prompt)}-token prompt, {n} new tokens: dense {n / dense_s:.1f} tok/s, "
+    f"policy (step {step}) in the loop {n / policy_s:.1f} tok/s ({policy_s / dense_s:.2f}x the time)"
   )
 
 

@@ -127,9 +127,13 @@ def test_every_recipe_command_is_a_kind_this_test_checks():
       )
 
 
-def test_bench_runs_the_decode_then_the_train_benchmark():
+def test_bench_runs_the_decode_train_and_dense_benchmarks():
   scripts = [w[2] for w in recipe("bench") if _kind(w) == "script"]
-  assert scripts == ["experiments.bench_decode", "experiments.bench_train"]
+  assert scripts == [
+    "experiments.bench_decode",
+    "experiments.bench_train",
+    "experiments.bench_dense",
+  ]
 
 
 def test_check_dense_runs_the_dense_cross_check():

@@ -28,7 +28,7 @@ import numpy as np
 from experiments import cli
 from sol_jax import config as config_lib
 from sol_jax.data import text_blocks
-from sol_jax.evaluation import degeneration, mc_report
+from sol_jax.evaluation import degeneration
 from sol_jax.evaluation import generate as gen
 from sol_jax.evaluation import multiple_choice as mc
 from sol_jax.evaluation.fixed import FixedAllocator
@@ -59,13 +59,6 @@ KEYS = (
 def load_config(argv, default=None) -> config_lib.ExperimentConfig:
   cfg = config_lib.config_from_argv(argv, default=default)
   return evaluation_config(argv, default=default) if "policy" in cfg.quality.methods else cfg
-
-
-def budgets_of(continuations, space) -> dict[str, float]:
-  scores = [
-    mc.ItemScores(np.zeros(1), [c.logprobs], [c.actions], [c.effective]) for c in continuations
-  ]
-  return mc_report.realized_budgets(scores, space)
 
 
 @cli.main_entry
@@ -112,7 +105,7 @@ def main(argv=None):
     policy, step, _ = trained_policy(cfg, model_cfg)
     agent = PolicyAgent(setup.policy, space, t, greedy=cfg.eval.greedy)
     conts["policy"] = run(agent, gen.policy_inputs(policy, targets, seed=cfg.eval.random_seed))
-    b = budgets_of(conts["policy"], space)
+    b = gen.pooled_budgets(conts["policy"])
     targets = (b["avg_keep_effective"], b["avg_prune_keep"], b["avg_quant_ratio"])
     print(f"policy: step {step}")
   if "fixed" in q.methods:
@@ -137,7 +130,7 @@ def main(argv=None):
     per_prompt[name] = {"dense_logprob": dense_lp.tolist(), "seq_rep_4": rep4.tolist()}
     row = {"method": name, "dense_logprob": float(dense_lp.mean())}
     row |= degeneration.repetition_table(seqs, q.orders)
-    row |= {k: v for k, v in budgets_of(cs, space).items() if k != "scored_tokens"}
+    row |= gen.pooled_budgets(cs)
     row["first_text"] = cs[0].text[:300]
     rows.append(row)
     reps = " ".join(f"rep{n} {row[f'seq_rep_{n}']:.3f}" for n in q.orders)

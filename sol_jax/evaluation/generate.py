@@ -145,10 +145,15 @@ class Generation:
   @property
   def budgets(self) -> dict[str, float]:
     """Realized budgets pooled over every effective step of every sample."""
-    usage = budget.Usage(0.0, 0.0, 0.0, 0.0)
-    for s in self.samples:
-      usage = usage.merge(s.usage)
-    return _budgets(usage)
+    return pooled_budgets(self.samples)
+
+
+def pooled_budgets(continuations: Sequence["Continuation"]) -> dict[str, float]:
+  """Realized budgets pooled over every effective step of the continuations."""
+  usage = budget.Usage(0.0, 0.0, 0.0, 0.0)
+  for c in continuations:
+    usage = usage.merge(c.usage)
+  return _budgets(usage)
 
 
 def _budgets(usage: budget.Usage) -> dict[str, float]:

@@ -225,6 +225,10 @@ class TrainCfg(Section):
   # (name under policies/ or folder): its params, and the data position after its
   # `step` batches; the optimizer starts fresh (Adam moments are not shipped).
   init_from: Optional[str] = None
+  # A fresh policy's budget head: "torch" (the reference's PyTorch init, near-uniform
+  # whatever the targets) or "max_entropy" (fitted before training so the initial
+  # policy meets the sampled targets in expectation; `policy.budget_prior`).
+  budget_head_init: Literal["torch", "max_entropy"] = "torch"
   keep_checkpoints: bool = True  # false: write no checkpoints (smoke runs)
   max_to_keep: Optional[int] = ranged(None, ">= 1")  # None: keep all
   # > 0: a jax.profiler trace of this many steps after the first (which compiles),

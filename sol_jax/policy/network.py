@@ -211,6 +211,31 @@ class Block(nn.Module):
     return x, kv
 
 
+def _budget_offset(cfg: PolicyConfig, targets: jax.Array) -> jax.Array:
+  """Budget head 3 -> budget_hidden_dim -> A on raw targets [N, 3] (untempered).
+
+  Called inside a compact method, so its two layers belong to the caller:
+  `PolicyNetwork` (params "budget_in" / "budget_out") or `BudgetHead`.
+  """
+  b = _gelu(
+    _linear(cfg, cfg.budget_hidden_dim, NUM_AXES, name="budget_in")(targets.astype(jnp.float32))
+  )
+  return _linear(cfg, cfg.num_actions, cfg.budget_hidden_dim, name="budget_out")(b)
+
+
+class BudgetHead(nn.Module):
+  """The policy's budget head alone, on the same two param entries as `PolicyNetwork`."""
+
+  cfg: PolicyConfig
+
+  @nn.compact
+  def __call__(self, targets: jax.Array) -> jax.Array:
+    return _budget_offset(self.cfg, targets)
+
+
+BUDGET_PARAMS = ("budget_in", "budget_out")  # the budget head's entries in the policy params
+
+
 class PolicyNetwork(nn.Module):
   """Observations [N, L, ...] at steps start..start+L-1 -> logits [N, L, A]."""
 
@@ -253,13 +278,7 @@ class PolicyNetwork(nn.Module):
 
     logits = _linear(cfg, cfg.num_actions, cfg.d_model, zero_bias=True, name="policy_head")(x)
     # Budget head on the raw targets: an additive, step-independent logit offset.
-    b = _gelu(
-      _linear(cfg, cfg.budget_hidden_dim, NUM_AXES, name="budget_in")(
-        obs.targets.astype(jnp.float32)
-      )
-    )
-    b = _linear(cfg, cfg.num_actions, cfg.budget_hidden_dim, name="budget_out")(b)
-    logits = logits + b[:, None, :]
+    logits = logits + _budget_offset(cfg, obs.targets)[:, None, :]
     if temper:
       logits = logits / cfg.temperature
     if cache is not None:

@@ -114,7 +114,11 @@ def train(
     run_config.start_run(run_dir, cfg, resume)
     dataset = train_dataset(cfg, tokenizer, blocks)
     iterator = make_iterator(dataset)
-    state = init_train_state(setup, cfg.train.seed)
+    fresh = resume is None and cfg.train.init_from is None
+    # The budget-head fit only matters for a fresh policy; otherwise params are replaced.
+    state = init_train_state(
+      setup, cfg.train.seed, cfg.train.budget_head_init if fresh else "torch"
+    )
     if resume is not None:
       state = ckpt.restore(resume, state, iterator)
       _info("resumed from %s/%d", ckpt.directory, resume)

@@ -34,7 +34,7 @@ from sol_jax.efficiency.controls import ControlSettings
 from sol_jax.efficiency.decode import dense_decode_logits, dense_prefill
 from sol_jax.evaluation.harness import Episode, controlled_episode
 from sol_jax.models.config import ModelConfig
-from sol_jax.policy import network
+from sol_jax.policy import budget_prior, network
 from sol_jax.policy.agent import PolicyAgent, StepRecord
 from sol_jax.policy.observation import PolicyObs
 from sol_jax.rl import objectives
@@ -66,9 +66,20 @@ class TrainSetup:
     return make_optimizer(self.optim, self.rl.grad_accum)
 
 
-def init_train_state(setup: TrainSetup, seed: int) -> TrainState:
+def init_train_state(setup: TrainSetup, seed: int, budget_head_init: str = "torch") -> TrainState:
   rng, init_key = jax.random.split(jax.random.PRNGKey(seed))
   params = network.init_params(setup.policy, init_key)
+  if budget_head_init == "max_entropy":
+    s = setup.space
+    params = budget_prior.fit_budget_head(
+      setup.policy,
+      params,
+      budget_prior.usage_features(s.kappa, s.rho, s.eta, s.rho_max),
+      lambda key, n: sample_targets(key, setup.rl, n),
+      jax.random.fold_in(init_key, 1),
+    )
+  elif budget_head_init != "torch":
+    raise ValueError(f"budget_head_init={budget_head_init!r}; use 'torch' or 'max_entropy'.")
   opt_state = jax.jit(setup.optimizer().init)(params)  # one compile, not one per leaf op
   return TrainState(params, opt_state, jnp.zeros((), jnp.int32), rng)
 

@@ -10,6 +10,12 @@ times writes one per process), keeps the last value logged for each step, and
 writes <out>/training_curves.txt (binned means, eval.curve_bins rows of steps)
 and <out>/training_curves.png (reward, penalty, entropy, budget gaps, realized
 vs requested budgets). --out defaults to the run directory.
+
+With eval.curve_compare=[RUN,...] it also overlays those runs on this one
+(training_curves_compare.png and .txt: penalty, entropy and the three budget
+gaps per data batch, binned on common edges). A run continued in another
+directory is one series: join the directories with "+", e.g.
+runs/seed1b+runs/seed1c.
 """
 
 from __future__ import annotations
@@ -55,6 +61,49 @@ def read_scalars(tb_dir: pathlib.Path) -> dict[str, tuple[np.ndarray, np.ndarray
   return {
     tag: (np.array(sorted(d)), np.array([d[s] for s in sorted(d)])) for tag, d in merged.items()
   }
+
+
+def read_series(spec: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """Scalars of one series: run dirs joined by "+", later dirs winning on shared steps."""
+  merged: dict[str, dict[int, float]] = {}
+  for run in spec.split("+"):
+    for tag, (steps, values) in read_scalars(pathlib.Path(run) / "tb").items():
+      merged.setdefault(tag, {}).update(zip(steps.tolist(), values.tolist()))
+  return {
+    tag: (np.array(sorted(d)), np.array([d[s] for s in sorted(d)])) for tag, d in merged.items()
+  }
+
+
+COMPARE_TAGS = ("penalty", "entropy", *(f"gap/{a}" for a in AXES))
+
+
+def compare(series: dict[str, dict], out: pathlib.Path, bins: int, window: int = 10) -> str:
+  """Overlay plot and binned table of COMPARE_TAGS for several series (label -> scalars)."""
+  fig, axes = plt.subplots(1, len(COMPARE_TAGS), figsize=(4 * len(COMPARE_TAGS), 3.6))
+  for i, (label, scalars) in enumerate(series.items()):
+    for ax, tag in zip(axes, COMPARE_TAGS):
+      if tag in scalars:
+        ax.plot(*smoothed(scalars[tag], window), color=f"C{i}", label=label)
+        ax.set(title=f"{tag} ({window}-batch mean)", xlabel="data batch")
+  axes[0].legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(out / "training_curves_compare.png", dpi=110)
+  plt.close(fig)
+  last = max(int(s[t][0].max()) for s in series.values() for t in COMPARE_TAGS if t in s)
+  edges = np.linspace(0, last, bins + 1).round().astype(int)
+  lines = []
+  for label, scalars in series.items():
+    lines.append(f"{label}\n{'steps':>9} " + " ".join(f"{t:>10}" for t in COMPARE_TAGS))
+    for lo, hi in zip(edges[:-1], edges[1:]):
+      cells = []
+      for t in COMPARE_TAGS:
+        steps, vals = scalars.get(t, (np.zeros(0), np.zeros(0)))
+        sel = (steps > lo) & (steps <= hi)
+        cells.append(f"{vals[sel].mean():10.4f}" if sel.any() else f"{'-':>10}")
+      lines.append(f"{f'{lo + 1}-{hi}':>9} " + " ".join(cells))
+  text = "\n".join(lines) + "\n"
+  (out / "training_curves_compare.txt").write_text(text)
+  return text
 
 
 def binned_table(scalars, bins: int) -> str:
@@ -107,7 +156,7 @@ def main(argv=None):
   cmd = cli.parse(
     argv,
     __doc__,
-    ("train.run_dir", "eval.curve_bins"),
+    ("train.run_dir", "eval.curve_bins", "eval.curve_compare"),
     has_out=True,
     moved={"bins": "eval.curve_bins"},
   )
@@ -120,6 +169,11 @@ def main(argv=None):
   plot(scalars, out / "training_curves.png")
   print(table, end="")
   print(f"wrote {out / 'training_curves.txt'} and {out / 'training_curves.png'}")
+  if cmd.cfg.eval.curve_compare:
+    series = {str(run_dir): scalars}
+    series.update((spec, read_series(spec)) for spec in cmd.cfg.eval.curve_compare)
+    print(compare(series, out, cmd.cfg.eval.curve_bins), end="")
+    print(f"wrote {out / 'training_curves_compare.png'} and .txt")
 
 
 if __name__ == "__main__":

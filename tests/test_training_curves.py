@@ -44,3 +44,26 @@ def test_resumed_run_keeps_last_value_per_step(tmp_path):
 def test_missing_event_files_is_one_clear_error(tmp_path):
   with pytest.raises(FileNotFoundError, match="experiments.train"):
     tc.read_scalars(tmp_path)
+
+
+def test_compare_overlays_runs_and_joins_continued_ones(tmp_path):
+  _write(tmp_path / "a" / "tb", range(1, 21), offset=0.0)
+  _write(tmp_path / "b1" / "tb", range(1, 11), offset=0.0)
+  _write(tmp_path / "b2" / "tb", range(11, 21), offset=1.0)  # b1 continued in b2
+  joined = tc.read_series(f"{tmp_path / 'b1'}+{tmp_path / 'b2'}")
+  steps, reward = joined["reward"]
+  np.testing.assert_array_equal(steps, np.arange(1, 21))
+  np.testing.assert_allclose(reward[10:], -2.0 + 0.01 * np.arange(11, 21), atol=1e-6)
+  tc.main(
+    [
+      f"train.run_dir={tmp_path / 'a'}",
+      "eval.curve_bins=2",
+      f"eval.curve_compare=[{tmp_path / 'b1'}+{tmp_path / 'b2'}]",
+    ]
+  )
+  assert (tmp_path / "a" / "training_curves_compare.png").stat().st_size > 10_000
+  text = (tmp_path / "a" / "training_curves_compare.txt").read_text().splitlines()
+  assert text[0] == str(tmp_path / "a") and text[4] == f"{tmp_path / 'b1'}+{tmp_path / 'b2'}"
+  # penalty = 10 - 0.1 s, binned over steps 1-10 and 11-20 in both series.
+  penalty = [float(text[i].split()[1]) for i in (2, 3, 6, 7)]
+  assert penalty == pytest.approx([9.45, 8.45, 9.45, 8.45])

@@ -63,6 +63,9 @@ class EvalCfg(Section):
   progress: bool = True  # progress bars
   hf_check: bool = True  # dense_eval: cross-check the PPL with transformers
   curve_bins: int = ranged(8, ">= 1")  # training_curves: rows of the binned table
+  # training_curves: other runs to overlay (penalty, entropy, gaps per data batch);
+  # "a+b" joins run dirs that continue one another (e.g. a warm-started run).
+  curve_compare: Optional[tuple[str, ...]] = None
   # eval_policy: a shipped policy (a name under policies/, e.g. smollm2_3L_cpu/seed1,
   # or a folder) evaluated with its saved config; None: train.run_dir's latest checkpoint.
   policy: Optional[str] = None

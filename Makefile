@@ -4,8 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
+comma := ,
 
-.PHONY: install demo check-dense test test-unit test-slow lint format bench clean
+.PHONY: install demo check-dense results test test-unit test-slow lint format bench clean
 
 $(STAMP): requirements.txt requirements-lmeval.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +27,40 @@ install: $(STAMP)
 DEMO_POLICY ?= smollm2_3L_cpu/seed1
 demo: install
 	$(PY) -m experiments.front eval.policy=$(DEMO_POLICY) 'front.methods=[fixed]' 'front.knob=[0.3,0.55,0.8]' data.eval_batches=4 front.noise_batch_size=0 --out runs/demo $(ARGS)
+
+# Every published number of one shipped policy (issues 10-11), each command writing its
+# own folder under runs/results/<policy>/. A folder that already holds its result is
+# skipped, so an interrupted `make results` resumes. Hours on 2 cores (BUILD_NOTES):
+# two full fronts ~1 h each, MC_LIMIT items of ARC-Easy and PIQA, MMLU_LIMIT per MMLU
+# subject, generation quality, pollution at three knobs.
+RESULTS_POLICY ?= $(DEMO_POLICY)
+RESULTS_DIR := runs/results/$(subst /,_,$(RESULTS_POLICY))
+MC_LIMIT ?= 500
+MMLU_LIMIT ?= 10
+KNOBS := 0.3 0.55 0.8
+RESULT_FILES := front_wikitext2/front.json front_heldout/front.json \
+	mc_arc_easy/mc.json mc_piqa/mc.json mc_mmlu/mc.json quality/quality.json \
+	$(foreach k,$(KNOBS),pollution_knob$(k)/pollution.json)
+results: install $(addprefix $(RESULTS_DIR)/,$(RESULT_FILES))
+
+$(RESULTS_DIR)/front_wikitext2/front.json:
+	$(PY) -m experiments.front eval.policy=$(RESULTS_POLICY) data.eval_batches=0 --out $(@D) $(ARGS)
+
+$(RESULTS_DIR)/front_heldout/front.json:
+	$(PY) -m experiments.front eval.policy=$(RESULTS_POLICY) data.eval_batches=0 data.eval=gutenberg-heldout-test front.select_split=gutenberg-heldout-valid --out $(@D) $(ARGS)
+
+$(RESULTS_DIR)/mc_%/mc.json:
+	$(PY) -m experiments.mc_eval eval.policy=$(RESULTS_POLICY) mc.task=$* mc.limit=$(MC_LIMIT) 'mc.modes=[dense,policy,fixed]' 'eval.knob=[$(subst $() ,$(comma),$(KNOBS))]' --out $(@D) $(ARGS)
+
+# MMLU's limit applies per subject (57 subjects), as lm-eval's --limit does.
+$(RESULTS_DIR)/mc_mmlu/mc.json:
+	$(PY) -m experiments.mc_eval eval.policy=$(RESULTS_POLICY) mc.task=mmlu mc.limit=$(MMLU_LIMIT) 'mc.modes=[dense,policy,fixed]' 'eval.knob=[$(subst $() ,$(comma),$(KNOBS))]' --out $(@D) $(ARGS)
+
+$(RESULTS_DIR)/quality/quality.json:
+	$(PY) -m experiments.generation_quality eval.policy=$(RESULTS_POLICY) eval.knob=[0.55] --out $(@D) $(ARGS)
+
+$(RESULTS_DIR)/pollution_knob%/pollution.json:
+	$(PY) -m experiments.pollution eval.policy=$(RESULTS_POLICY) eval.knob=[$*] --out $(@D) $(ARGS)
 
 # The dense perplexity of the default model on WikiText-2, cross-checked with transformers.
 check-dense: install

@@ -27,6 +27,7 @@ from sol_jax.config.loading import (
   resolve_config_path,
 )
 from sol_jax.config.script_sections import (
+  AllocationCfg,
   BenchCfg,
   EvalCfg,
   FrontCfg,
@@ -81,6 +82,7 @@ __all__ = [
   "McCfg",
   "PollutionCfg",
   "QualityCfg",
+  "AllocationCfg",
   "TrainCfg",
   "validate_mesh",
 ]

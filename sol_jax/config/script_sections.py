@@ -246,6 +246,24 @@ class QualityCfg(Section):
     self._check(len(self.methods) > 0, "methods", "needs at least one method")
 
 
+@dataclasses.dataclass(frozen=True)
+class AllocationCfg(Section):
+  """Which tokens get the compute, per text source: experiments.allocation (issue 10).
+
+  The policy's targets: the first of eval.knob / eval.budgets; Fixed is matched
+  to the policy's realized budgets on each source separately.
+  """
+
+  _name = "allocation"
+  splits: tuple[str, ...] = ("wikitext2-valid", "gutenberg-heldout-valid")
+  blocks: int = ranged(64, ">= 1")  # of C + T + 1 tokens per split
+  bins: int = ranged(5, ">= 1")  # quantile bins of dense NLL (token difficulty)
+  bootstrap_resamples: int = ranged(10_000, ">= 100")
+
+  def _validate(self):
+    self._check(len(self.splits) > 0, "splits", "needs at least one text source")
+
+
 LMEVAL_MODES = ("dense", "policy", "fixed", "constant")
 
 

@@ -11,6 +11,7 @@ from typing import Literal, Optional
 
 from sol_jax.config.fields import Section, ranged
 from sol_jax.config.script_sections import (
+  AllocationCfg,
   BenchCfg,
   EvalCfg,
   FrontCfg,
@@ -285,6 +286,7 @@ class ExperimentConfig(Section):
   lmeval: LmEvalCfg = dataclasses.field(default_factory=LmEvalCfg)
   pollution: PollutionCfg = dataclasses.field(default_factory=PollutionCfg)
   quality: QualityCfg = dataclasses.field(default_factory=QualityCfg)
+  allocation: AllocationCfg = dataclasses.field(default_factory=AllocationCfg)
   bench: BenchCfg = dataclasses.field(default_factory=BenchCfg)
 
   def _validate(self):

@@ -66,13 +66,14 @@ class ColumnResult:
   # The executed action of every controlled step, [blocks, T] int32: replayable
   # in another batch layout (`constant.ReplaySchedule`) and drawn as a heat map.
   block_actions: Optional[np.ndarray] = None
+  block_nll: Optional[np.ndarray] = None  # [blocks, T] per-step NLL (per-token analyses)
 
   def row(self) -> dict:
     """The scalar fields (no per-block arrays), for CSV / JSON rows."""
     return {
       f.name: getattr(self, f.name)
       for f in dataclasses.fields(self)
-      if f.name not in ("block_nll_sum", "block_tokens", "block_actions")
+      if f.name not in ("block_nll_sum", "block_tokens", "block_actions", "block_nll")
     }
 
 
@@ -139,6 +140,7 @@ def evaluate_columns(
         block_nll_sum=nll[:, j].sum(-1, dtype=np.float64),
         block_tokens=np.full(len(nll), nll.shape[-1]),  # every block scores its T steps
         block_actions=acts.astype(np.int32),
+        block_nll=nll[:, j],
         **real,
       )
     )

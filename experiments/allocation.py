@@ -37,15 +37,11 @@ from sol_jax.rl.policy_compat import evaluation_config
 
 KEYS = (
   "allocation",
-  "eval.policy",
-  "eval.knob",
-  "eval.knob_path",
-  "eval.budgets",
+  *cli.POLICY_TARGET_KEYS,
   "eval.greedy",
   "eval.dtype",
   "eval.progress",
   "eval.random_seed",
-  "train.run_dir",
   "model.source",
   "data.data_dir",
   "data.eval_batch_size",

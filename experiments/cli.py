@@ -31,6 +31,10 @@ from sol_jax import data as data_lib
 from sol_jax import run_paths
 
 DEBUG_FLAG, DEBUG_ENV = "--debug", "SOL_DEBUG"
+# The keys of every script that runs a trained policy at requested targets: which
+# policy (shipped, or train.run_dir's latest checkpoint) and which targets
+# (`evaluation.knob.requested_targets`: eval.knob along eval.knob_path, else eval.budgets).
+POLICY_TARGET_KEYS = ("eval.policy", "eval.knob", "eval.knob_path", "eval.budgets", "train.run_dir")
 # What the library raises for bad input (it uses KeyError for none of it).
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError)
 # Folders of our code (by file: a script run with -m is the module __main__).

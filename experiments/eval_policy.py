@@ -31,15 +31,11 @@ from sol_jax.rl import make_setup, trained_policy
 from sol_jax.rl.policy_compat import evaluation_config
 
 KEYS = (
-  "eval.policy",
-  "eval.budgets",
-  "eval.knob",
-  "eval.knob_path",
+  *cli.POLICY_TARGET_KEYS,
   "eval.greedy",
   "eval.random_seed",
   "eval.dtype",
   "eval.progress",
-  "train.run_dir",
   "train.seed",
   "model.source",
   "data.data_dir",

@@ -43,13 +43,9 @@ from sol_jax.rl.policy_compat import evaluation_config
 
 KEYS = (
   "generate",
-  "eval.policy",
-  "eval.knob",
-  "eval.knob_path",
-  "eval.budgets",
+  *cli.POLICY_TARGET_KEYS,
   "eval.greedy",
   "eval.dtype",
-  "train.run_dir",
   "model.source",
   "data.horizon",
 )

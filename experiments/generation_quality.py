@@ -42,13 +42,9 @@ from sol_jax.rl.policy_compat import evaluation_config
 
 KEYS = (
   "quality",
-  "eval.policy",
-  "eval.knob",
-  "eval.knob_path",
-  "eval.budgets",
+  *cli.POLICY_TARGET_KEYS,
   "eval.dtype",
   "eval.progress",
-  "train.run_dir",
   "model.source",
   "data.data_dir",
   "data.eval",

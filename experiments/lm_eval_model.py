@@ -100,15 +100,11 @@ def overrides_from_model_args(args: dict) -> tuple[Optional[str], list[str]]:
 
 KEYS = (
   "lmeval",
-  "eval.policy",
-  "eval.knob",
-  "eval.knob_path",
-  "eval.budgets",
+  *cli.POLICY_TARGET_KEYS,
   "eval.greedy",
   "eval.random_seed",
   "eval.dtype",
   "eval.progress",
-  "train.run_dir",
   "model.source",
   "data.horizon",
 )

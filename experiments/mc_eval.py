@@ -48,15 +48,11 @@ from sol_jax.tracking import Tracker
 
 KEYS = (
   "mc",
-  "eval.policy",
-  "eval.knob",
-  "eval.knob_path",
-  "eval.budgets",
+  *cli.POLICY_TARGET_KEYS,
   "eval.greedy",
   "eval.random_seed",
   "eval.dtype",
   "eval.progress",
-  "train.run_dir",
   "model.source",
   "data.data_dir",
   "data.horizon",

@@ -44,14 +44,10 @@ from sol_jax.rl.policy_compat import evaluation_config
 
 KEYS = (
   "pollution",
-  "eval.policy",
-  "eval.knob",
-  "eval.knob_path",
-  "eval.budgets",
+  *cli.POLICY_TARGET_KEYS,
   "eval.greedy",
   "eval.dtype",
   "eval.progress",
-  "train.run_dir",
   "model.source",
   "data.data_dir",
   "data.eval",

@@ -64,6 +64,10 @@ RUN_CONTROL_KEYS = (
   "front.*",
   "generate.*",
   "mc.*",
+  "lmeval.*",
+  "pollution.*",
+  "quality.*",
+  "allocation.*",
   "bench.*",
 )
 

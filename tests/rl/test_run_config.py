@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 
 from sol_jax import config as config_lib
+from sol_jax.config import script_sections
+from sol_jax.config.fields import Section
 from sol_jax.data import make_iterator
 from sol_jax.models import llama
 from sol_jax.rl import checkpointing, loop, run_config
@@ -161,6 +163,10 @@ def test_run_control_keys():
   assert not run_config.is_run_control("optim.lr")
   assert not run_config.is_run_control("train.seed")
   assert not run_config.is_run_control("data.horizon")
+  # Every script's own section may change when a run is evaluated.
+  for section in vars(script_sections).values():
+    if isinstance(section, type) and issubclass(section, Section) and section is not Section:
+      assert run_config.is_run_control(f"{section._name}.anything"), section._name
   # Every allowed key names a real config field or section.
   flat = run_config._flat(config_lib.ExperimentConfig())
   for key in run_config.RUN_CONTROL_KEYS:

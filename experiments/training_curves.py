@@ -89,36 +89,37 @@ def compare(series: dict[str, dict], out: pathlib.Path, bins: int, window: int =
   fig.tight_layout()
   fig.savefig(out / "training_curves_compare.png", dpi=110)
   plt.close(fig)
-  last = max(int(s[t][0].max()) for s in series.values() for t in COMPARE_TAGS if t in s)
-  edges = np.linspace(0, last, bins + 1).round().astype(int)
+  edges = step_edges(list(series.values()), COMPARE_TAGS, bins)
   lines = []
   for label, scalars in series.items():
-    lines.append(f"{label}\n{'steps':>9} " + " ".join(f"{t:>10}" for t in COMPARE_TAGS))
-    for lo, hi in zip(edges[:-1], edges[1:]):
-      cells = []
-      for t in COMPARE_TAGS:
-        steps, vals = scalars.get(t, (np.zeros(0), np.zeros(0)))
-        sel = (steps > lo) & (steps <= hi)
-        cells.append(f"{vals[sel].mean():10.4f}" if sel.any() else f"{'-':>10}")
-      lines.append(f"{f'{lo + 1}-{hi}':>9} " + " ".join(cells))
+    lines += [label, *binned_rows(scalars, COMPARE_TAGS, edges, 10)]
   text = "\n".join(lines) + "\n"
   (out / "training_curves_compare.txt").write_text(text)
   return text
 
 
-def binned_table(scalars, bins: int) -> str:
-  tags = [t for t in TABLE_TAGS if t in scalars]
-  last = max(int(scalars[t][0].max()) for t in tags)
-  edges = np.linspace(0, last, bins + 1).round().astype(int)
-  rows = [f"{'steps':>9} " + " ".join(f"{t:>12}" for t in tags)]
+def step_edges(scalars_list, tags, bins: int) -> np.ndarray:
+  """bins + 1 integer step edges from 0 to the last step any of the series logged."""
+  last = max(int(s[t][0].max()) for s in scalars_list for t in tags if t in s)
+  return np.linspace(0, last, bins + 1).round().astype(int)
+
+
+def binned_rows(scalars, tags, edges, width: int) -> list[str]:
+  """Header and one row per (lo, hi] step bin: each tag's mean there ("-" if none)."""
+  rows = [f"{'steps':>9} " + " ".join(f"{t:>{width}}" for t in tags)]
   for lo, hi in zip(edges[:-1], edges[1:]):
     cells = []
     for t in tags:
-      steps, vals = scalars[t]
+      steps, vals = scalars.get(t, (np.zeros(0), np.zeros(0)))
       sel = (steps > lo) & (steps <= hi)
-      cells.append(f"{vals[sel].mean():12.4f}" if sel.any() else f"{'-':>12}")
+      cells.append(f"{vals[sel].mean():{width}.4f}" if sel.any() else f"{'-':>{width}}")
     rows.append(f"{f'{lo + 1}-{hi}':>9} " + " ".join(cells))
-  return "\n".join(rows) + "\n"
+  return rows
+
+
+def binned_table(scalars, bins: int) -> str:
+  tags = [t for t in TABLE_TAGS if t in scalars]
+  return "\n".join(binned_rows(scalars, tags, step_edges([scalars], tags, bins), 12)) + "\n"
 
 
 def smoothed(series, window: int):

@@ -14,12 +14,13 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import spearmanr
 
+from sol_jax.efficiency import budget
 from sol_jax.efficiency.actions import ActionSpace
 
 
 def action_net_keep(space: ActionSpace) -> np.ndarray:
   """[A] net keep (κ + ρ/ρ_max + η)/3 of every action of the grid."""
-  return (space.kappa + space.rho / space.rho_max + space.eta) / 3.0
+  return np.asarray(budget.net_keep(*budget.step_usage(np.arange(space.num_actions), space)))
 
 
 def allocation_bins(

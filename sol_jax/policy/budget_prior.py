@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from sol_jax.efficiency import budget
+from sol_jax.efficiency.actions import ActionSpace
 from sol_jax.policy.network import BUDGET_PARAMS, BudgetHead, PolicyConfig
 
 # Targets at a grid's extreme level need λ → ±∞; they are pulled inside the
@@ -27,9 +29,10 @@ from sol_jax.policy.network import BUDGET_PARAMS, BudgetHead, PolicyConfig
 EDGE_MARGIN = 0.02
 
 
-def usage_features(kappa, rho, eta, rho_max: float) -> np.ndarray:
+def usage_features(space: ActionSpace) -> np.ndarray:
   """[A, 3] per-action usage (κ, ρ/ρ_max, η) -- what the budget penalty averages."""
-  return np.stack([kappa, np.asarray(rho) / rho_max, eta], axis=-1).astype(np.float32)
+  usage = budget.step_usage(np.arange(space.num_actions), space)
+  return np.stack([np.asarray(u) for u in usage], axis=-1).astype(np.float32)
 
 
 def max_entropy_probs(features: jax.Array, targets: jax.Array, iters: int = 30) -> jax.Array:
@@ -43,7 +46,6 @@ def max_entropy_probs(features: jax.Array, targets: jax.Array, iters: int = 30) 
   span = hi - lo
   live = span > 0
   tau = jnp.clip(targets, lo + EDGE_MARGIN * span, hi - EDGE_MARGIN * span)
-  tau = jnp.where(live, tau, lo)
   fc = jnp.where(live, (f - lo) / jnp.where(live, span, 1.0), 0.0)  # [A, 3] in [0, 1]
   tc = jnp.where(live, (tau - lo) / jnp.where(live, span, 1.0), 0.0)
 

@@ -70,11 +70,10 @@ def init_train_state(setup: TrainSetup, seed: int, budget_head_init: str = "torc
   rng, init_key = jax.random.split(jax.random.PRNGKey(seed))
   params = network.init_params(setup.policy, init_key)
   if budget_head_init == "max_entropy":
-    s = setup.space
     params = budget_prior.fit_budget_head(
       setup.policy,
       params,
-      budget_prior.usage_features(s.kappa, s.rho, s.eta, s.rho_max),
+      budget_prior.usage_features(setup.space),
       lambda key, n: sample_targets(key, setup.rl, n),
       jax.random.fold_in(init_key, 1),
     )

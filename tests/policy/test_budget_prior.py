@@ -16,7 +16,7 @@ from sol_jax.rl.train_step import init_train_state
 from tests.tiny_models import TINY_LLAMA
 
 SPACE = load_action_variant("3L").space
-FEATS = bp.usage_features(SPACE.kappa, SPACE.rho, SPACE.eta, SPACE.rho_max)
+FEATS = bp.usage_features(SPACE)
 CFG = config_lib.load_config("smollm2_3L_cpu")
 POLICY = PolicyConfig(
   num_actions=SPACE.num_actions, obs_hidden_dim=8, embed_dim=8, d_model=16, num_heads=2

@@ -11,7 +11,8 @@ and dense. Tokens are binned by dense NLL (allocation.bins quantiles, bin 0 the
 easiest); per bin: the compute (net keep) the policy and Fixed give those
 tokens and the NLL each loses against dense there. Also per split: PPLs,
 policy vs Fixed with its 95 % paired-bootstrap interval over blocks, and the
-Spearman correlation between the policy's per-token compute and difficulty.
+Spearman correlations of the policy's per-token compute with difficulty and
+with sensitivity (Fixed's per-token NLL excess over dense).
 Use it to see which tokens a policy treats differently on text it was not
 trained on. With --out DIR: allocation.csv, allocation.json, allocation.png.
 """
@@ -104,7 +105,8 @@ def one_split(cfg, split, params, model_cfg, tokenizer, setup, policy_params, ta
     vs_fixed=f["vs"],
     vs_fixed_lo=f["vs_lo"],
     vs_fixed_hi=f["vs_hi"],
-    spearman_keep_difficulty=corr,
+    spearman_keep_difficulty=corr["difficulty"],
+    spearman_keep_sensitivity=corr["sensitivity"],
   )
   return summary, bins
 
@@ -133,7 +135,8 @@ def main(argv=None):
       f"dense {summary['ppl_dense']:.2f}, policy {summary['ppl_policy']:.2f}, Fixed "
       f"{summary['ppl_fixed']:.2f}: policy vs Fixed {summary['vs_fixed']:+.1f} % "
       f"[{summary['vs_fixed_lo']:+.1f}, {summary['vs_fixed_hi']:+.1f}]; Spearman(policy "
-      f"compute, dense NLL) {summary['spearman_keep_difficulty']:+.3f}"
+      f"compute, dense NLL) {summary['spearman_keep_difficulty']:+.3f}, (policy compute, "
+      f"Fixed's NLL excess) {summary['spearman_keep_sensitivity']:+.3f}"
     )
     print("bin  dense NLL  keep policy/Fixed  excess NLL policy/Fixed  policy-Fixed")
     for b in bins:

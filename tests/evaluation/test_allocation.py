@@ -29,7 +29,14 @@ def test_bins_by_hand():
   assert hard["policy_minus_fixed"] == pytest.approx(-0.15)
   assert hard["fixed_keep"] == pytest.approx(0.675)
   # Pearson of the ranks: keep (1.5, 4, 1.5, 3) vs NLL (1, 3, 2, 4), mean 2.5 each.
-  assert corr == pytest.approx(3.5 / np.sqrt(4.5 * 5.0))
+  assert corr["difficulty"] == pytest.approx(3.5 / np.sqrt(4.5 * 5.0))
+  # Fixed that loses nothing anywhere: no sensitivity ranking to correlate with.
+  _, corr_flat = allocation_bins(dense, policy, dense.copy(), pk, fk, bins=2)
+  assert np.isnan(corr_flat["sensitivity"])
+  fixed_varied = dense + np.array([[0.0, 0.4, 0.1, 0.3]])  # ranks 1, 4, 2, 3
+  _, corr = allocation_bins(dense, policy, fixed_varied, pk, fk, bins=2)
+  # keep ranks (1.5, 4, 1.5, 3) vs damage ranks (1, 4, 2, 3): Σ dx·dy = 4.5.
+  assert corr["sensitivity"] == pytest.approx(4.5 / np.sqrt(4.5 * 5.0))
   with pytest.raises(ValueError, match="bins"):
     allocation_bins(dense, policy, fixed, pk, fk, bins=5)
 
@@ -71,7 +78,7 @@ def test_script_prints_and_writes(monkeypatch, tiny_llama, tmp_path, capsys):
     ]
   )
   printed = capsys.readouterr().out
-  assert "gutenberg-heldout-valid: 3 blocks" in printed and "Spearman" in printed
+  assert "gutenberg-heldout-valid: 3 blocks" in printed and "Fixed's NLL excess" in printed
   assert [s["split"] for s in summaries] == list(texts)
   assert all(s["net_keep"] < 1.0 and s["ppl_dense"] > 1.0 for s in summaries)
   assert len(rows) == 4 and sum(r["tokens"] for r in rows[:2]) == 3 * 4

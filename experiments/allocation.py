@@ -12,7 +12,9 @@ easiest); per bin: the compute (net keep) the policy and Fixed give those
 tokens and the NLL each loses against dense there. Also per split: PPLs,
 policy vs Fixed with its 95 % paired-bootstrap interval over blocks, and the
 Spearman correlations of the policy's per-token compute with difficulty and
-with sensitivity (Fixed's per-token NLL excess over dense).
+with sensitivity (Fixed's per-token NLL excess over dense). Per step t of the
+episode: each method's compute and NLL excess (Fixed is flat over t; a policy that
+front-loads compute gains from KV pollution alone, whatever the text).
 Use it to see which tokens a policy treats differently on text it was not
 trained on. With --out DIR: allocation.csv, allocation.json, allocation.png.
 """
@@ -29,7 +31,7 @@ import jax.numpy as jnp
 from experiments import cli
 from sol_jax import evaluation
 from sol_jax.data import text_blocks
-from sol_jax.evaluation.allocation import action_net_keep, allocation_bins
+from sol_jax.evaluation.allocation import action_net_keep, allocation_bins, position_profile
 from sol_jax.evaluation.knob import requested_targets
 from sol_jax.models import load_model, load_tokenizer
 from sol_jax.policy import PolicyAgent
@@ -90,6 +92,13 @@ def one_split(cfg, split, params, model_cfg, tokenizer, setup, policy_params, ta
     keep[point.fixed.block_actions],
     a.bins,
   )
+  positions = position_profile(
+    front.dense.block_nll,
+    point.policy.block_nll,
+    point.fixed.block_nll,
+    keep[point.policy.block_actions],
+    keep[point.fixed.block_actions],
+  )
   vs = {r["method"]: r for r in evaluation.front_rows(front, resamples=a.bootstrap_resamples)}
   f = vs["fixed"]
   summary = dict(
@@ -108,7 +117,7 @@ def one_split(cfg, split, params, model_cfg, tokenizer, setup, policy_params, ta
     spearman_keep_difficulty=corr["difficulty"],
     spearman_keep_sensitivity=corr["sensitivity"],
   )
-  return summary, bins
+  return summary, bins, positions
 
 
 @cli.main_entry
@@ -122,13 +131,14 @@ def main(argv=None):
   policy_params, step, folder = trained_policy(cfg, model_cfg)
   target = requested_targets(cfg.eval, setup.space)[0]
   print(f"policy {cfg.eval.policy or folder} (step {step}) at requested {target}")
-  summaries, rows = [], []
+  summaries, rows, steps = [], [], []
   for split in cfg.allocation.splits:
-    summary, bins = one_split(
+    summary, bins, positions = one_split(
       cfg, split, params, model_cfg, tokenizer, setup, policy_params, target
     )
     summaries.append(summary)
     rows += [dict(split=split, **b) for b in bins]
+    steps += [dict(split=split, **q) for q in positions]
     print(
       f"\n{split}: {summary['blocks']} blocks, realized (κ, ρ, η) = ({summary['kappa']:.3f}, "
       f"{summary['rho']:.3f}, {summary['eta']:.3f}), net keep {summary['net_keep']:.3f}; PPL "
@@ -144,26 +154,38 @@ def main(argv=None):
         f"{b['bin']:3d}  {b['dense_nll']:9.3f}  {b['policy_keep']:6.3f} / {b['fixed_keep']:6.3f}  "
         f"{b['policy_excess']:+8.4f} / {b['fixed_excess']:+8.4f}  {b['policy_minus_fixed']:+8.4f}"
       )
+    print("per step t: policy keep  " + " ".join(f"{q['policy_keep']:.2f}" for q in positions))
+    print("            Fixed keep   " + " ".join(f"{q['fixed_keep']:.2f}" for q in positions))
+    print(
+      "            excess NLL policy − Fixed  "
+      + " ".join(f"{q['policy_excess'] - q['fixed_excess']:+.2f}" for q in positions)
+    )
   if cmd.out is not None:
-    write(pathlib.Path(cmd.out), summaries, rows, target, step)
+    write(pathlib.Path(cmd.out), summaries, rows, steps, target, step)
     print(f"wrote {cmd.out}")
-  return summaries, rows
+  return summaries, rows, steps
 
 
-def write(out, summaries, rows, target, step) -> None:
+def write(out, summaries, rows, steps, target, step) -> None:
   out.mkdir(parents=True, exist_ok=True)
   with open(out / "allocation.csv", "w", newline="") as f:
     w = csv.DictWriter(f, fieldnames=list(rows[0]))
     w.writeheader()
     w.writerows(rows)
-  data = {"requested": list(target), "policy_step": step, "splits": summaries, "bins": rows}
+  data = {
+    "requested": list(target),
+    "policy_step": step,
+    "splits": summaries,
+    "bins": rows,
+    "positions": steps,
+  }
   (out / "allocation.json").write_text(json.dumps(data, indent=1))
   import matplotlib  # pylint: disable=g-import-not-at-top
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
-  fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+  fig, (left, right, by_step) = plt.subplots(1, 3, figsize=(16, 4))
   for i, s in enumerate(summaries):
     mine = [r for r in rows if r["split"] == s["split"]]
     x = [r["bin"] for r in mine]
@@ -172,6 +194,14 @@ def write(out, summaries, rows, target, step) -> None:
     )
     left.plot(x, [r["fixed_keep"] for r in mine], "x--", color=f"C{i}", label=f"{s['split']} Fixed")
     right.plot(x, [r["policy_minus_fixed"] for r in mine], "o-", color=f"C{i}", label=s["split"])
+    per_t = [q for q in steps if q["split"] == s["split"]]
+    t = [q["step"] for q in per_t]
+    by_step.plot(
+      t, [q["policy_keep"] for q in per_t], "o-", color=f"C{i}", label=f"{s['split']} policy"
+    )
+    by_step.plot(
+      t, [q["fixed_keep"] for q in per_t], "x--", color=f"C{i}", label=f"{s['split']} Fixed"
+    )
   left.set(
     xlabel="dense-NLL bin (0 = easiest tokens)", ylabel="net keep", title="compute per token"
   )
@@ -179,6 +209,8 @@ def write(out, summaries, rows, target, step) -> None:
   right.set(
     xlabel="dense-NLL bin", ylabel="NLL policy − Fixed", title="where the policy gains (< 0)"
   )
+  by_step.set(xlabel="step t of the episode", ylabel="net keep", title="compute per step")
+  by_step.legend(fontsize=7)
   left.legend(fontsize=7)
   right.legend(fontsize=7)
   fig.tight_layout()

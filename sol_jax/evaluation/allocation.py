@@ -73,3 +73,34 @@ def allocation_bins(
     float(spearmanr(pk, other).statistic) if pk.std() > 0 and other.std() > 0 else float("nan")
   )
   return rows, {"difficulty": corr(dense), "sensitivity": corr(fix - dense)}
+
+
+def position_profile(
+  dense_nll: np.ndarray,
+  policy_nll: np.ndarray,
+  fixed_nll: np.ndarray,
+  policy_keep: np.ndarray,
+  fixed_keep: np.ndarray,
+) -> list[dict]:
+  """Per step t of the episode (arrays [blocks, T]): compute and NLL excess of both methods.
+
+  Fixed spends the same at every step by construction; a policy may not. A compressed
+  step's KV entries are read by every later step of the episode, so compressing late
+  steps is cheaper than compressing early ones regardless of the token: a policy that
+  front-loads its compute can beat Fixed without looking at the text at all.
+  """
+  arrays = [np.asarray(a, np.float64) for a in (dense_nll, policy_nll, fixed_nll)]
+  dense, pol, fix = arrays
+  pk, fk = (np.asarray(a, np.float64) for a in (policy_keep, fixed_keep))
+  if dense.ndim != 2 or not all(a.shape == dense.shape for a in (pol, fix, pk, fk)):
+    raise ValueError("position_profile needs [blocks, T] arrays of one shape")
+  return [
+    dict(
+      step=t,
+      policy_keep=float(pk[:, t].mean()),
+      fixed_keep=float(fk[:, t].mean()),
+      policy_excess=float((pol - dense)[:, t].mean()),
+      fixed_excess=float((fix - dense)[:, t].mean()),
+    )
+    for t in range(dense.shape[1])
+  ]

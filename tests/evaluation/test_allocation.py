@@ -7,7 +7,7 @@ import pytest
 
 from experiments import allocation as script
 from sol_jax.efficiency.actions import load_action_variant
-from sol_jax.evaluation.allocation import action_net_keep, allocation_bins
+from sol_jax.evaluation.allocation import action_net_keep, allocation_bins, position_profile
 from tests.evaluation.tiny_scripts import patch_tiny
 
 
@@ -41,6 +41,22 @@ def test_bins_by_hand():
     allocation_bins(dense, policy, fixed, pk, fk, bins=5)
 
 
+def test_position_profile_by_hand():
+  dense = np.array([[1.0, 2.0, 3.0], [1.0, 0.0, 1.0]])
+  policy = dense + np.array([[0.0, 0.2, 0.4], [0.0, 0.0, 0.6]])
+  fixed = dense + 0.1
+  pk = np.array([[1.0, 0.6, 0.2], [0.8, 0.6, 0.4]])  # front-loaded
+  fk = np.full((2, 3), 0.6)
+  rows = position_profile(dense, policy, fixed, pk, fk)
+  assert [r["step"] for r in rows] == [0, 1, 2]
+  assert [r["policy_keep"] for r in rows] == pytest.approx([0.9, 0.6, 0.3])
+  assert [r["policy_excess"] for r in rows] == pytest.approx([0.0, 0.1, 0.5])
+  assert [r["fixed_excess"] for r in rows] == pytest.approx([0.1, 0.1, 0.1])
+  assert rows[2]["fixed_keep"] == pytest.approx(0.6)
+  with pytest.raises(ValueError, match="blocks, T"):
+    position_profile(dense[0], policy[0], fixed[0], pk[0], fk[0])
+
+
 def test_action_net_keep():
   space = load_action_variant("3L").space
   keep = action_net_keep(space)
@@ -60,7 +76,7 @@ def test_script_prints_and_writes(monkeypatch, tiny_llama, tmp_path, capsys):
   ).reshape(4, n)[:max_blocks]
   monkeypatch.setattr(script, "text_blocks", blocks)
   out = tmp_path / "out"
-  summaries, rows = script.main(
+  summaries, rows, steps = script.main(
     [
       "policy.d_model=16",
       "policy.num_heads=2",
@@ -84,6 +100,11 @@ def test_script_prints_and_writes(monkeypatch, tiny_llama, tmp_path, capsys):
   assert len(rows) == 4 and sum(r["tokens"] for r in rows[:2]) == 3 * 4
   # Fixed is matched to the policy's realized budgets on each split.
   assert all(abs(r["fixed_keep"] - s["net_keep"]) < 0.2 for r, s in zip(rows[::2], summaries))
+  assert "per step t: policy keep" in printed
+  assert [q["step"] for q in steps] == [0, 1, 2, 3] * 2
+  # Fixed spends the same at every step (up to its round-robin over 3 blocks).
+  assert all(abs(q["fixed_keep"] - s["net_keep"]) < 0.25 for q, s in zip(steps[::4], summaries))
   data = json.loads((out / "allocation.json").read_text())
+  assert len(data["positions"]) == 8
   assert data["policy_step"] == 7 and len(data["bins"]) == 4
   assert (out / "allocation.png").stat().st_size > 0 and (out / "allocation.csv").exists()

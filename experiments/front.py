@@ -65,7 +65,7 @@ KEYS = (
   "data.context_len",
   "data.horizon",
 )
-TABLE_METHODS = ("fixed", "random_best", "random_oracle", "emc", "dac")
+TABLE_METHODS = ("fixed", "fixed_step", "random_best", "random_oracle", "emc", "dac")
 
 
 def requested_points(cfg, space) -> tuple:
@@ -107,7 +107,13 @@ def print_table(rows, dense_ppl) -> str:
 def block_arrays(front) -> dict:
   arrays = {"tokens": front.dense.block_tokens, "dense": front.dense.block_nll_sum}
   for i, p in enumerate(front.points):
-    named = {"policy": p.policy, "fixed": p.fixed, "emc": p.emc, "dac": p.dac}
+    named = {
+      "policy": p.policy,
+      "fixed": p.fixed,
+      "fixed_step": p.fixed_step,
+      "emc": p.emc,
+      "dac": p.dac,
+    }
     if p.best is not None:
       named["random_best"] = p.random[p.best.selected]
       named["random_oracle"] = p.random[p.best.oracle]

@@ -112,9 +112,16 @@ class FrontCfg(Section):
   # default spans requested net keep ~0.45-0.89 on the 3L grid.
   knob: tuple[float, ...] = ranged((0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85), "[0, 1]")
   requested: Optional[Budgets] = None  # explicit (κ*, ρ*, η*) points instead of the knob
-  # Baselines to run beside the policy (dense always runs): Fixed, best-of-N
-  # random (with its oracle), EMC and DAC.
-  methods: tuple[Literal["fixed", "random", "emc", "dac"], ...] = ("fixed", "random", "emc", "dac")
+  # Baselines to run beside the policy (dense always runs): Fixed, Fixed matched
+  # per episode step (the policy's positional profile), best-of-N random (with
+  # its oracle), EMC and DAC.
+  methods: tuple[Literal["fixed", "fixed_step", "random", "emc", "dac"], ...] = (
+    "fixed",
+    "fixed_step",
+    "random",
+    "emc",
+    "dac",
+  )
   random_trials: int = ranged(64, ">= 1")  # best-of-N random at each point's realized budget
   select_split: str = "wikitext2-valid"  # where best-of-N picks its trial (never the report split)
   select_blocks: int = ranged(64, ">= 1")

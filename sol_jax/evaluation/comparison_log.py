@@ -20,7 +20,16 @@ from typing import Any, Mapping, Optional, Sequence, Union
 from sol_jax.config import ExperimentConfig, config_to_yaml
 from sol_jax.tracking import Tracker
 
-METHODS = ("policy", "fixed", "random_best", "random_oracle", "emc", "dac", "dense")
+METHODS = (
+  "policy",
+  "fixed",
+  "fixed_step",
+  "random_best",
+  "random_oracle",
+  "emc",
+  "dac",
+  "dense",
+)
 SUMMARY_RUN = "summary"
 SCALARS = ("ppl", "net_keep", "relative_flops")
 REALIZED = ("kappa", "rho", "eta")

@@ -12,6 +12,11 @@ mixture of the levels lo ≤ target ≤ hi.
   every batch of the evaluation, so the pooled average tracks the target; the
   round-robin offsets are ((t+17)·n_hi) and ((t+37)·n_hi) mod B_eff.
 
+`StepFixedAllocator` is the same baseline matched *per step t of the episode* (one
+allocator per step): a static schedule with the policy's positional profile. It
+separates what a policy gains from *when* in the episode it spends (a compressed
+step's KV entries hurt every later step) from what it gains by reading the text.
+
 Rounding bounds (R: effective rows in a step, N: all effective slots so far):
 token |κ̄ − κ*| ≤ (hi−lo)/(2·R) (every step, hence pooled too); prune/quant
 |pooled mean − target| ≤ (hi−lo)/(2·N), because the carried residual
@@ -20,6 +25,7 @@ token |κ̄ − κ*| ≤ (hi−lo)/(2·R) (every step, hence pooled too); prune/
 
 from __future__ import annotations
 
+import functools
 from typing import Optional, Sequence
 
 import numpy as np
@@ -64,8 +70,13 @@ class FixedAllocator:
       share = min(max((required - br.lo) / (br.hi - br.lo), 0.0), 1.0)
     return int(np.rint(share * slots))  # round half to even, like Python's round
 
-  def next_batch(self, rows: int, steps: int, effective: Optional[np.ndarray] = None) -> np.ndarray:
-    """[rows, steps] int32 action indices; non-effective slots get the forced dense action."""
+  def next_batch(
+    self, rows: int, steps: int, effective: Optional[np.ndarray] = None, first_step: int = 0
+  ) -> np.ndarray:
+    """[rows, steps] int32 action indices; non-effective slots get the forced dense action.
+
+    first_step: the episode step of column 0 (it sets the round-robin offsets).
+    """
     if rows < 1 or steps < 1:
       raise ValueError(f"rows={rows} and steps={steps} must be positive.")
     eff = effective_mask(rows, steps, effective)
@@ -78,7 +89,7 @@ class FixedAllocator:
       rank = np.cumsum(mask) - 1  # position among this step's effective rows
       for axis, br in enumerate(self.brackets):
         n_hi = self._count_hi(axis, slots)
-        offset = ((t + ROUND_ROBIN_PHASE[axis]) * n_hi) % slots
+        offset = ((first_step + t + ROUND_ROBIN_PHASE[axis]) * n_hi) % slots
         is_hi = mask & ((rank - offset) % slots < n_hi)
         level_pos[axis, :, t] = np.where(is_hi, br.hi_pos, br.lo_pos)
         self.level_sums[axis] += n_hi * br.hi + (slots - n_hi) * br.lo
@@ -91,6 +102,60 @@ class FixedAllocator:
     """Realized per-axis averages of everything allocated so far."""
     n = max(self.slots, 1)
     return tuple(s / n for s in self.level_sums)
+
+
+class StepFixedAllocator:
+  """Fixed matched separately at every step t: `targets[t]` = (κ̄_t, ρ̄_t, η̄_t)."""
+
+  def __init__(self, space: ActionSpace, targets: Sequence[Sequence[float]]):
+    self.allocators = [FixedAllocator(space, t) for t in targets]
+
+  def next_batch(self, rows: int, steps: int, effective: Optional[np.ndarray] = None) -> np.ndarray:
+    if steps != len(self.allocators):
+      raise ValueError(f"per-step Fixed has {len(self.allocators)} steps' targets, asked {steps}")
+    eff = effective_mask(rows, steps, effective)
+    return np.concatenate(
+      [
+        a.next_batch(rows, 1, eff[:, t : t + 1], first_step=t)
+        for t, a in enumerate(self.allocators)
+      ],
+      axis=1,
+    )
+
+
+def per_step_realized(
+  actions: np.ndarray, space: ActionSpace, effective: Optional[np.ndarray] = None
+) -> np.ndarray:
+  """[T, 3] realized (κ̄_t, ρ̄_t raw, η̄_t) per step of a [blocks, T] recorded schedule.
+
+  effective: [T] or [blocks, T] flags of the steps that were controlled (default all),
+  e.g. `schedule_eval.effective_steps`. A step with no effective slot gets the dense
+  levels (its slots are forced dense anyway).
+  """
+  actions = np.asarray(actions)
+  if actions.ndim != 2:
+    raise ValueError(f"actions must be [blocks, T], got shape {actions.shape}")
+  eff = np.broadcast_to(
+    np.ones(actions.shape[1], bool) if effective is None else np.asarray(effective, bool),
+    actions.shape,
+  )
+  n = eff.sum(0)
+  out = []
+  for values in (space.kappa, space.rho, space.eta):
+    v = np.asarray(values, np.float64)
+    mean = (v[actions] * eff).sum(0) / np.maximum(n, 1)
+    out.append(np.where(n > 0, mean, v[space.forced_dense_index]))
+  return np.stack(out, axis=-1)
+
+
+def step_fixed_columns(
+  space: ActionSpace, per_step_targets: Sequence[np.ndarray], names: Sequence[str]
+) -> list[Column]:
+  """Per-step Fixed, one column per [T, 3] target profile."""
+  return [
+    Column(n, make=functools.partial(StepFixedAllocator, space, np.asarray(t)), grid=space)
+    for n, t in zip(names, per_step_targets)
+  ]
 
 
 def fixed_columns(

@@ -4,7 +4,10 @@
 1. the policy (any provider, e.g. `policy.PolicyAgent`), one column per
    requested target triple;
 2. at every operating point Fixed, N random trials, EMC and DAC, all matched
-   to the policy's *realized* (κ̄, ρ̄, η̄) there, plus dense -- every point in
+   to the policy's *realized* (κ̄, ρ̄, η̄) there, and per-step Fixed
+   ("fixed_step", matched to the policy's realized budgets at each step t of
+   the episode: its positional profile without its reading of the text), plus
+   dense -- every point in
    ONE harness call, so each block is prefilled once for all of them -- and
    the same random trials on the selection blocks (one more call), so
    best-of-N is picked there and reported here, with the oracle (picked on the
@@ -27,15 +30,15 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from sol_jax.evaluation.constant import constant_columns, replay_columns
-from sol_jax.evaluation.fixed import fixed_columns
+from sol_jax.evaluation.fixed import fixed_columns, per_step_realized, step_fixed_columns
 from sol_jax.evaluation.intervals import paired_bootstrap
 from sol_jax.evaluation.knob import diagonal_path
 from sol_jax.evaluation.plan import evaluate_plan
 from sol_jax.evaluation.providers import heuristic_columns
 from sol_jax.evaluation.random_schedules import BestOfN, best_of_n, random_columns
-from sol_jax.evaluation.schedule_eval import ColumnResult, evaluate_columns
+from sol_jax.evaluation.schedule_eval import ColumnResult, effective_steps, evaluate_columns
 
-METHODS = ("fixed", "random", "emc", "dac")  # the baselines `evaluate_front` can run
+METHODS = ("fixed", "fixed_step", "random", "emc", "dac")  # the baselines it can run
 
 
 @dataclasses.dataclass
@@ -50,6 +53,7 @@ class FrontPoint:
   best: Optional[BestOfN]
   policy_replay: Optional[ColumnResult] = None  # noise floor: same schedule, other layout
   fixed_replay: Optional[ColumnResult] = None
+  fixed_step: Optional[ColumnResult] = None  # Fixed matched per step of the episode
 
   @property
   def realized(self) -> tuple[float, float, float]:
@@ -142,10 +146,14 @@ def evaluate_front(
   # for all of them), and every point's random trials one call on the selection
   # blocks; blocks per call are sized so a call decodes about `rows_per_call` rows.
   columns, select_columns = [], []
+  eff = effective_steps(context_len, horizon, settings)
   for i, pol in enumerate(policy):
     real = (pol.avg_keep_effective, pol.avg_prune_keep, pol.avg_quant_ratio)
     if "fixed" in methods:
       columns += fixed_columns(space, [real], [f"fixed p{i}"])
+    if "fixed_step" in methods:
+      profile = per_step_realized(pol.block_actions, space, eff)
+      columns += step_fixed_columns(space, [profile], [f"fixed_step p{i}"])
     if "random" in methods:
       rand = random_columns(space, real, trials, seed, prefix=f"random p{i}")
       columns += rand
@@ -176,6 +184,7 @@ def evaluate_front(
         requested=tuple(float(x) for x in req),
         policy=pol,
         fixed=res.get(f"fixed p{i}"),
+        fixed_step=res.get(f"fixed_step p{i}"),
         emc=res.get(f"emc p{i}"),
         dac=res.get(f"dac p{i}"),
         random=report,
@@ -235,6 +244,7 @@ def front_rows(front: Front, *, resamples: int = 10_000, seed: int = 0) -> list[
     pol = p.policy
     methods = {
       "fixed": p.fixed,
+      "fixed_step": p.fixed_step,
       "random_best": p.random[p.best.selected] if p.best else None,
       "random_oracle": p.random[p.best.oracle] if p.best else None,
       "emc": p.emc,
@@ -310,7 +320,7 @@ def pool_seeds(blocks: Sequence[dict], *, resamples: int = 10_000, seed: int = 0
   rows = []
   for i in points:
     pol = total(f"{i}/policy")
-    for method in ("fixed", "random_best", "random_oracle", "emc", "dac", "dense"):
+    for method in ("fixed", "fixed_step", "random_best", "random_oracle", "emc", "dac", "dense"):
       key = "dense" if method == "dense" else f"{i}/{method}"
       if key not in keys:
         continue

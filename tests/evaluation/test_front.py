@@ -13,6 +13,7 @@ from sol_jax.efficiency.actions import load_action_variant
 from sol_jax.efficiency.controls import ControlSettings
 from sol_jax.evaluation import perplexity
 from sol_jax.evaluation.constant import ReplaySchedule
+from sol_jax.evaluation.fixed import per_step_realized
 from sol_jax.evaluation.random_schedules import RandomScheduler
 from sol_jax.evaluation.schedule_eval import effective_steps
 from sol_jax.models import llama
@@ -83,8 +84,15 @@ def test_baselines_match_the_policys_realized_budgets(front, params):
     assert len(p.random) == len(p.random_select) == p.best.trials == 3
     assert p.best.selected == int(np.argmin([r.ppl for r in p.random_select]))
     assert p.best.oracle == int(np.argmin([r.ppl for r in p.random]))
-    for res in (p.policy, p.fixed, p.emc, p.dac, *p.random):
+    for res in (p.policy, p.fixed, p.fixed_step, p.emc, p.dac, *p.random):
       assert res.block_nll_sum.shape == (len(report),)
+    # Per-step Fixed meets the policy's realized budgets at every step t, hence overall.
+    eff = effective_steps(C, T, ST)
+    want = per_step_realized(p.policy.block_actions, THREE, eff)
+    got = per_step_realized(p.fixed_step.block_actions, THREE, eff)
+    np.testing.assert_allclose(got, want, atol=0.5 / len(report) + 1e-6)
+    step_real = [p.fixed_step.avg_keep_effective, p.fixed_step.avg_prune_keep]
+    np.testing.assert_allclose(step_real, real[:2], atol=0.5 / len(report) + 1e-6)
   dense = perplexity.sol_protocol_nll(params, CFG, jnp.asarray(report), C, T)
   np.testing.assert_allclose(out.dense.ppl, np.exp(np.mean(np.asarray(dense, np.float64))), 1e-5)
 
@@ -103,7 +111,16 @@ def test_noise_replay_runs_the_same_schedule(front):
 def test_rows_intervals_and_adherence(front):
   out, _, _ = front
   rows = ev.front_rows(out, resamples=500, seed=0)
-  methods = ("policy", "fixed", "random_best", "random_oracle", "emc", "dac", "dense")
+  methods = (
+    "policy",
+    "fixed",
+    "fixed_step",
+    "random_best",
+    "random_oracle",
+    "emc",
+    "dac",
+    "dense",
+  )
   assert [(r["point"], r["method"]) for r in rows] == [(i, m) for i in (0, 1) for m in methods]
   for r in rows:
     if r["method"] == "policy":
@@ -189,7 +206,8 @@ def test_only_the_asked_baselines_run(params):
   )
   out = front(methods=("fixed",))
   (p,) = out.points
-  assert p.fixed is not None and p.emc is p.dac is p.best is None and p.random == []
+  assert p.fixed is not None and p.emc is p.dac is p.best is p.fixed_step is None
+  assert p.random == []
   rows = ev.front_rows(out, resamples=200)
   assert [r["method"] for r in rows] == ["policy", "fixed", "dense"]
   with pytest.raises(ValueError, match="unknown front methods"):

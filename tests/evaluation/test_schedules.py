@@ -7,7 +7,7 @@ import pytest
 
 from sol_jax.efficiency.actions import ActionSpace, load_action_variant
 from sol_jax.evaluation.constant import ConstantGenerator, constant_schedule
-from sol_jax.evaluation.fixed import FixedAllocator
+from sol_jax.evaluation.fixed import FixedAllocator, StepFixedAllocator, per_step_realized
 from sol_jax.evaluation.heuristics import (
   drift_signal,
   entropy_signal,
@@ -308,3 +308,33 @@ def test_bad_targets():
     FixedAllocator(THREE, (0.5, 0.5))
   with pytest.raises(ValueError, match="three finite"):
     RandomScheduler(THREE, (0.5, float("nan"), 0.5), seed=0)
+
+
+def test_per_step_realized_by_hand():
+  k10, k60, dense = (THREE.lookup(k, 1.0, 16) for k in (0.1, 0.6, 1.0))
+  q5 = THREE.lookup(1.0, 0.4, 5)
+  acts = np.array([[k10, q5, dense], [k60, dense, dense]])
+  got = per_step_realized(acts, THREE)
+  np.testing.assert_allclose(got[0], [0.35, 1.0, 1.0])
+  np.testing.assert_allclose(got[1], [1.0, 0.7, (5 / 16 + 1) / 2])
+  np.testing.assert_allclose(got[2], [1.0, 1.0, 1.0])
+  # Only effective slots count; a step with none gets the forced-dense levels.
+  eff = np.array([[True, False, False], [False, True, False]])
+  got = per_step_realized(acts, THREE, eff)
+  np.testing.assert_allclose(got[:, 0], [0.1, 1.0, 1.0])
+  np.testing.assert_allclose(got[1], [1.0, 1.0, 1.0])
+  with pytest.raises(ValueError, match="blocks, T"):
+    per_step_realized(acts[0], THREE)
+
+
+def test_step_fixed_matches_every_step_and_rotates_rows():
+  profile = np.array([[1.0, 1.0, 1.0], [0.35, 0.6, 0.5], [0.1, 0.4, 5 / 16]])
+  alloc = StepFixedAllocator(THREE, profile)
+  out = np.concatenate([alloc.next_batch(8, 3) for _ in range(3)])  # 24 rows
+  got = per_step_realized(out, THREE)
+  np.testing.assert_allclose(got, profile, atol=0.5 / 24 + 1e-9)
+  # Step t uses the round-robin offsets of step t, like Fixed over a whole episode.
+  same = FixedAllocator(THREE, profile[1]).next_batch(8, 1, first_step=1)
+  np.testing.assert_array_equal(StepFixedAllocator(THREE, profile).next_batch(8, 3)[:, 1:2], same)
+  with pytest.raises(ValueError, match="3 steps"):
+    alloc.next_batch(8, 4)

@@ -157,6 +157,11 @@ class RLCfg(Section):
   alpha_rho: float = ranged(100.0, ">= 0")
   alpha_eta: float = ranged(200.0, ">= 0")
   penalty_tolerance: float = ranged(0.02, ">= 0")  # dead zone of the squared penalty
+  # "sampled" (the method): the penalty of each rollout's realized usage is part of
+  # its return. "expected" (a variance-reduced deviation, BUILD_NOTES session 8): the
+  # returns carry the log-likelihood only and the loss adds the penalty of the
+  # policy's *expected* usage on the visited states, differentiated directly.
+  penalty_mode: Literal["sampled", "expected"] = "sampled"
   # Target sampling (§9.1): a list wins over a range, a range over the default.
   budget_kappa_list: Optional[tuple[float, ...]] = ranged(None, "[0, 1]")
   budget_kappa_min: Optional[float] = ranged(0.1, "[0, 1]")
@@ -177,6 +182,11 @@ class RLCfg(Section):
       self.reward == "loglik" or self.task_w_kl in (0.0, 1.0),
       "task_w_kl",
       "conflicts with reward='kl' (which means w = 1)",
+    )
+    self._check(
+      self.penalty_mode == "sampled" or self.grpo_norm == "center",
+      "penalty_mode",
+      "'expected' needs grpo_norm='center' (zscore rescales each group's returns)",
     )
     for axis in ("kappa", "rho", "eta"):
       lst = getattr(self, f"budget_{axis}_list")

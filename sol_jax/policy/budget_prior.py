@@ -30,8 +30,12 @@ EDGE_MARGIN = 0.02
 
 
 def usage_features(space: ActionSpace) -> np.ndarray:
-  """[A, 3] per-action usage (κ, ρ/ρ_max, η) -- what the budget penalty averages."""
-  usage = budget.step_usage(np.arange(space.num_actions), space)
+  """[A, 3] per-action usage (κ, ρ/ρ_max, η) -- what the budget penalty averages.
+
+  A constant of the grid, so also callable while a jitted function is traced.
+  """
+  with jax.ensure_compile_time_eval():
+    usage = budget.step_usage(np.arange(space.num_actions), space)
   return np.stack([np.asarray(u) for u in usage], axis=-1).astype(np.float32)
 
 

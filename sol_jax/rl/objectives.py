@@ -8,6 +8,10 @@ so every function here runs under `jax.jit` and `jax.vmap`.
 Pipeline of one data batch (`compute_advantages` chains it):
   r [B,K,T] -> G = rewards_to_go(r) -> Pen = budget_penalty(episode means)
   -> R = returns(G, Pen) -> Â = group_advantages(R) -> A = whiten(Â).
+
+With rl.penalty_mode="expected" (a deviation, BUILD_NOTES session 8) R = G, and
+the loss adds `expected_penalty` -- the penalty of the policy's expected usage on
+the visited states, differentiable in the policy -- scaled like the returns were.
 """
 
 from __future__ import annotations
@@ -180,8 +184,9 @@ class AdvantageTerms(NamedTuple):
 
   advantages: jax.Array  # A, what the loss uses
   rewards_to_go: jax.Array  # G
-  penalty: jax.Array  # [B, K]
-  returns: jax.Array  # R = G − Pen
+  penalty: jax.Array  # [B, K] of the realized usage (always computed, for logging)
+  returns: jax.Array  # R = G − Pen ("sampled") or G ("expected")
+  scale: jax.Array  # [] what the centred returns were divided by (1 without whitening)
 
 
 def compute_advantages(
@@ -204,9 +209,34 @@ def compute_advantages(
       f"episode_means {jnp.shape(episode_means)} and rewards {g.shape} disagree "
       "on [B, K]; pass both per input and rollout."
     )
-  r = returns(g, pen, cfg.grpo_level)
-  adv = whiten(group_advantages(r, cfg.grpo_norm), cfg.adv_whiten_global)
-  return AdvantageTerms(adv, g, pen, r)
+  in_returns = pen if cfg.penalty_mode == "sampled" else jnp.zeros_like(pen)
+  r = returns(g, in_returns, cfg.grpo_level)
+  centred = group_advantages(r, cfg.grpo_norm)
+  adv = whiten(centred, cfg.adv_whiten_global)
+  scale = jnp.maximum(jnp.std(centred), STD_FLOOR) if cfg.adv_whiten_global else jnp.ones(())
+  return AdvantageTerms(adv, g, pen, r, scale)
+
+
+def expected_penalty(
+  probs: jax.Array,
+  features: jax.Array,
+  effective: jax.Array,
+  targets: jax.Array,
+  alphas: ArrayLike,
+  tolerance: float = 0.02,
+) -> jax.Array:
+  """Pen of the *expected* episode usage: [N] from probs [N, T, A] (penalty_mode="expected").
+
+  features [A, 3] per-action usage (κ, ρ/ρ_max, η); effective [N, T] (1: the step
+  counts); targets [N, 3]. The expected usage of step t is Σ_a π(a | o_t) f_a, its
+  episode mean is taken over effective steps, and the penalty is `budget_penalty`'s.
+  Unlike the sampled penalty it does not vary with which actions were drawn, so it
+  adds no sampling noise to the gradient; it does not see a rollout's own misses.
+  """
+  probs, f, e = _float(probs), _float(features), _float(effective)
+  usage = jnp.einsum("nta,ac->ntc", probs, f)
+  means = jnp.sum(usage * e[..., None], axis=1) / jnp.maximum(jnp.sum(e, axis=1), 1.0)[:, None]
+  return budget_penalty(means, targets, alphas, tolerance)
 
 
 def _masked_mean(x: jax.Array, mask: Optional[jax.Array]) -> jax.Array:

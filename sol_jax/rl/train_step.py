@@ -142,16 +142,36 @@ def train_step(setup: TrainSetup, state: TrainState, lm_params, blocks):
   flat_targets = jnp.broadcast_to(targets[:, None], (b, k, 3))
   flat = lambda x: x.reshape((n,) + x.shape[2:])
   old_logp, actions, adv = flat(rec.logp), flat(rec.action), flat(terms.advantages)
+  effective = flat(jnp.broadcast_to(out.effective, out.actions.shape))
   optimizer = setup.optimizer()
+  expected = setup.rl.penalty_mode == "expected"
+  features = jnp.asarray(budget_prior.usage_features(setup.space))
+  alphas = setup.space.penalty_weights(setup.rl.alpha_kappa, setup.rl.alpha_rho, setup.rl.alpha_eta)
 
   def loss_fn(params, idx, mask):
     obs = _sequence_obs(rec, flat_targets, idx)
     logits = network.sequence_logits(setup.policy, params, obs)
     logp, entropy = network.log_probs_and_entropy(logits, actions[idx])
+    row_mask = mask
     mask = jnp.broadcast_to(mask[:, None], logp.shape)
-    return objectives.policy_loss(
+    loss, aux = objectives.policy_loss(
       logp, old_logp[idx], adv[idx], entropy, setup.rl.ppo_clip, setup.rl.entropy_coef, mask=mask
     )
+    if expected:
+      pen = objectives.expected_penalty(
+        jax.nn.softmax(logits, axis=-1),
+        features,
+        effective[idx],
+        flat_targets.reshape(n, 3)[idx],
+        alphas,
+        setup.rl.penalty_tolerance,
+      )
+      pen = jnp.sum(pen * row_mask) / jnp.maximum(jnp.sum(row_mask), 1.0)
+      # The sampled penalty enters every step's return, i.e. T decisions per rollout
+      # in a mean over decisions, divided by the whitening scale: the same weight here.
+      loss = loss + pen / (t * terms.scale)
+      aux = dict(aux, expected_penalty=jax.lax.stop_gradient(pen))
+    return loss, aux
 
   def update(carry, xs):
     params, opt_state = carry

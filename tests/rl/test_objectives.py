@@ -242,6 +242,50 @@ def test_compute_advantages_pipeline_and_single_level_alpha():
     ob.compute_advantages(rewards, means[:, :2], targets, cfg, space)
 
 
+def test_expected_mode_keeps_the_penalty_out_of_the_returns():
+  space = ActionSpace.from_config([0.5, 1.0], ["s50", "s100"], ["q8", "q16"])
+  cfg = dataclasses.replace(RLCfg(), penalty_mode="expected")
+  rng = np.random.default_rng(7)
+  b, k, t = 2, 4, 3
+  rewards = rng.normal(-2.5, 1.0, (b, k, t)).astype(np.float32)
+  means = rng.uniform(0.3, 1.0, (b, k, 3)).astype(np.float32)
+  targets = rng.uniform(0.3, 1.0, (b, 3)).astype(np.float32)
+  out = ob.compute_advantages(rewards, means, targets, cfg, space)
+  g = _np_rewards_to_go(rewards, "sum", 0.85)
+  np.testing.assert_allclose(out.returns, g, rtol=1e-5, atol=1e-5)  # no penalty in R
+  np.testing.assert_allclose(
+    out.penalty, _np_penalty(means, targets, [100.0, 100.0, 200.0], 0.02), 1e-5
+  )
+  centred = _np_group(g, "center")
+  np.testing.assert_allclose(out.scale, centred.std(), rtol=1e-5)
+  np.testing.assert_allclose(out.advantages, _np_whiten(centred), rtol=1e-4, atol=1e-5)
+  sampled = ob.compute_advantages(rewards, means, targets, RLCfg(), space)
+  np.testing.assert_allclose(sampled.scale, _np_group(sampled.returns, "center").std(), 1e-5)
+  with pytest.raises(ValueError, match="penalty_mode"):
+    dataclasses.replace(RLCfg(), penalty_mode="expected", grpo_norm="zscore")
+
+
+def test_expected_penalty_by_hand():
+  features = np.array([[0.1, 1.0, 1.0], [1.0, 0.4, 0.5]], np.float32)  # two actions
+  # One-hot probabilities: the expected usage is the realized one.
+  onehot = np.array([[[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]]], np.float32)
+  eff = np.array([[1.0, 1.0, 1.0, 0.0]], np.float32)  # the last step does not count
+  targets = np.array([[0.5, 0.6, 0.8]], np.float32)
+  alphas = np.array([100.0, 100.0, 200.0], np.float32)
+  got = ob.expected_penalty(onehot, features, eff, targets, alphas, 0.02)
+  means = np.array([[[0.7, 0.6, 2 / 3]]], np.float32)  # over the 3 effective steps
+  want = _np_penalty(means, targets, [100.0, 100.0, 200.0], 0.02)[:, 0]
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  # Mixed probabilities: the usage is the expectation, e.g. 50/50 -> the midpoint.
+  half = np.full((1, 4, 2), 0.5, np.float32)
+  mid = ob.expected_penalty(half, features, np.ones((1, 4)), targets, alphas, 0.02)
+  want = _np_penalty(np.array([[[0.55, 0.7, 0.75]]]), targets, [100, 100, 200], 0.02)
+  np.testing.assert_allclose(mid, want[:, 0], rtol=1e-5)
+  # Differentiable in the probabilities: more of the cheap action lowers κ̄ toward 0.5.
+  grad = jax.grad(lambda q: ob.expected_penalty(q, features, eff, targets, alphas)[0])(onehot)
+  assert grad[0, 0, 0] < grad[0, 0, 1]
+
+
 # ---------------------------------------------------------------------- loss
 
 

@@ -11,7 +11,7 @@ from sol_jax import config as config_lib
 from sol_jax import evaluation as ev
 from sol_jax.efficiency.actions import load_action_variant
 from sol_jax.efficiency.controls import ControlSettings
-from sol_jax.evaluation import perplexity
+from sol_jax.evaluation import comparison_log, perplexity
 from sol_jax.evaluation.constant import ReplaySchedule
 from sol_jax.evaluation.fixed import per_step_realized
 from sol_jax.evaluation.random_schedules import RandomScheduler
@@ -111,16 +111,8 @@ def test_noise_replay_runs_the_same_schedule(front):
 def test_rows_intervals_and_adherence(front):
   out, _, _ = front
   rows = ev.front_rows(out, resamples=500, seed=0)
-  methods = (
-    "policy",
-    "fixed",
-    "fixed_step",
-    "random_best",
-    "random_oracle",
-    "emc",
-    "dac",
-    "dense",
-  )
+  # Every method of the TensorBoard layout, in its order, at every point.
+  methods = comparison_log.METHODS
   assert [(r["point"], r["method"]) for r in rows] == [(i, m) for i in (0, 1) for m in methods]
   for r in rows:
     if r["method"] == "policy":

@@ -220,15 +220,20 @@ def test_whiten_mean_zero_std_one():
   np.testing.assert_array_equal(ob.whiten(jnp.full((2, 2, 2), 4.0), True), 0.0)
 
 
+def _advantage_inputs(seed: int, b: int = 2, k: int = 4, t: int = 3):
+  """Random per-step rewards [b, k, t], episode usage means [b, k, 3] and targets [b, 3]."""
+  rng = np.random.default_rng(seed)
+  rewards = rng.normal(-2.5, 1.0, (b, k, t)).astype(np.float32)
+  means = rng.uniform(0.3, 1.0, (b, k, 3)).astype(np.float32)
+  targets = rng.uniform(0.3, 1.0, (b, 3)).astype(np.float32)
+  return rewards, means, targets
+
+
 def test_compute_advantages_pipeline_and_single_level_alpha():
   # Quant axis has one level: its α must be forced to 0 whatever the config says.
   space = ActionSpace.from_config([0.5, 1.0], ["s50", "s100"], ["q16"])
   cfg = dataclasses.replace(RLCfg(), grpo_norm="zscore")
-  rng = np.random.default_rng(6)
-  b, k, t = 2, 4, 3
-  rewards = rng.normal(-2.5, 1.0, (b, k, t)).astype(np.float32)
-  means = rng.uniform(0.3, 1.0, (b, k, 3)).astype(np.float32)
-  targets = rng.uniform(0.3, 1.0, (b, 3)).astype(np.float32)
+  rewards, means, targets = _advantage_inputs(seed=6)
   out = ob.compute_advantages(rewards, means, targets, cfg, space)
   g = _np_rewards_to_go(rewards, "sum", 0.85)
   pen = _np_penalty(means, targets, [100.0, 100.0, 0.0], 0.02)
@@ -245,11 +250,7 @@ def test_compute_advantages_pipeline_and_single_level_alpha():
 def test_expected_mode_keeps_the_penalty_out_of_the_returns():
   space = ActionSpace.from_config([0.5, 1.0], ["s50", "s100"], ["q8", "q16"])
   cfg = dataclasses.replace(RLCfg(), penalty_mode="expected")
-  rng = np.random.default_rng(7)
-  b, k, t = 2, 4, 3
-  rewards = rng.normal(-2.5, 1.0, (b, k, t)).astype(np.float32)
-  means = rng.uniform(0.3, 1.0, (b, k, 3)).astype(np.float32)
-  targets = rng.uniform(0.3, 1.0, (b, 3)).astype(np.float32)
+  rewards, means, targets = _advantage_inputs(seed=7)
   out = ob.compute_advantages(rewards, means, targets, cfg, space)
   g = _np_rewards_to_go(rewards, "sum", 0.85)
   np.testing.assert_allclose(out.returns, g, rtol=1e-5, atol=1e-5)  # no penalty in R

@@ -15,12 +15,18 @@ With eval.curve_compare=[RUN,...] it also overlays those runs on this one
 (training_curves_compare.png and .txt: penalty, entropy and the three budget
 gaps per data batch, binned on common edges). A run continued in another
 directory is one series: join the directories with "+", e.g.
-runs/seed1b+runs/seed1c.
+runs/seed1b+runs/seed1c. A compared run that logged the same requested targets
+at every shared step (same seed and data: an A/B of settings) is also compared
+*paired*, batch by batch (training_curves_paired.txt): its NLL, net keep,
+penalty and entropy minus this run's, with standard errors, and the NLL
+difference at equal net keep (intercept of a line fit): whether a setting buys
+log-likelihood with better allocation or only with more compute.
 """
 
 from __future__ import annotations
 
 import pathlib
+from typing import Optional
 
 import matplotlib
 
@@ -95,7 +101,69 @@ def compare(series: dict[str, dict], out: pathlib.Path, bins: int, window: int =
     lines += [label, *binned_rows(scalars, COMPARE_TAGS, edges, 10)]
   text = "\n".join(lines) + "\n"
   (out / "training_curves_compare.txt").write_text(text)
+  (base_label, base), *others = series.items()
+  pairs = []
+  for label, scalars in others:
+    rows = paired(base, scalars, edges)
+    if rows is not None:
+      pairs += [f"{label} − {base_label} (same data and targets)", *rows]
+  if pairs:
+    paired_text = "\n".join(pairs) + "\n"
+    (out / "training_curves_paired.txt").write_text(paired_text)
+    text += paired_text
   return text
+
+
+def _net_keep(scalars) -> tuple[np.ndarray, np.ndarray]:
+  """(steps, per-batch realized net keep) from the three realized/* tags."""
+  steps = scalars["realized/kappa"][0]
+  return steps, np.mean([scalars[f"realized/{a}"][1] for a in AXES], axis=0)
+
+
+PAIRED_TAGS = ("nll", "net_keep", "penalty", "entropy")
+
+
+def paired(base: dict, other: dict, edges: np.ndarray) -> Optional[list[str]]:
+  """other − base per shared data batch, when both drew the same targets there; else None."""
+  need = (
+    "nll",
+    "penalty",
+    "entropy",
+    *(f"{k}/{a}" for k in ("requested", "realized") for a in AXES),
+  )
+  if any(t not in base or t not in other for t in need):
+    return None
+  at = lambda sc, steps: (lambda d: np.array([d[x] for x in steps]))(dict(zip(*sc)))
+  shared = np.intersect1d(base["nll"][0], other["nll"][0])
+  for a in AXES:
+    shared = np.intersect1d(shared, base[f"requested/{a}"][0])
+    shared = np.intersect1d(shared, other[f"requested/{a}"][0])
+  same = shared.size > 0 and all(
+    np.allclose(at(base[f"requested/{a}"], shared), at(other[f"requested/{a}"], shared), atol=1e-6)
+    for a in AXES
+  )
+  if not same:
+    return None
+  series = lambda sc: {**sc, "net_keep": _net_keep(sc)}
+  b, o = series(base), series(other)
+  diff = {t: at(o[t], shared) - at(b[t], shared) for t in PAIRED_TAGS}
+  se = lambda x: x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else float("nan")
+  if np.ptp(diff["net_keep"]) > 0 and shared.size > 2:
+    fit = np.polyfit(diff["net_keep"], diff["nll"], 1)[1]
+  else:  # the same compute on every batch (or too few): the mean is the answer
+    fit = diff["nll"].mean()
+  rows = [
+    f"{shared.size} paired batches: "
+    + ", ".join(f"Δ{t} {diff[t].mean():+.4f} ± {se(diff[t]):.4f}" for t in PAIRED_TAGS)
+    + f"; ΔNLL at equal net keep {fit:+.4f}",
+    f"{'steps':>9} " + " ".join(f"{'Δ' + t:>12}" for t in PAIRED_TAGS),
+  ]
+  for lo, hi in zip(edges[:-1], edges[1:]):
+    sel = (shared > lo) & (shared <= hi)
+    if sel.any():
+      cells = " ".join(f"{diff[t][sel].mean():+12.4f}" for t in PAIRED_TAGS)
+      rows.append(f"{f'{lo + 1}-{hi}':>9} {cells}")
+  return rows
 
 
 def step_edges(scalars_list, tags, bins: int) -> np.ndarray:

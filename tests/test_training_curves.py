@@ -11,15 +11,17 @@ from experiments import training_curves as tc
 AXES = ("kappa", "rho", "eta")
 
 
-def _write(tb_dir, steps, offset):
+def _write(tb_dir, steps, offset, keep=lambda s: 0.5, target=lambda s: 0.5):
   with tensorboardX.SummaryWriter(str(tb_dir)) as w:
     for s in steps:
       w.add_scalar("reward", -3.0 + offset + 0.01 * s, s)
+      w.add_scalar("nll", 3.0 - offset - 0.01 * s, s)
       w.add_scalar("penalty", 10.0 - 0.1 * s, s)
       w.add_scalar("entropy", 3.0, s)
       for a in AXES:
-        for kind in ("requested", "realized", "gap"):
-          w.add_scalar(f"{kind}/{a}", 0.5, s)
+        w.add_scalar(f"requested/{a}", target(s), s)
+        w.add_scalar(f"realized/{a}", keep(s), s)
+        w.add_scalar(f"gap/{a}", 0.5, s)
   time.sleep(1.1)  # event file names carry the creation second
 
 
@@ -67,3 +69,24 @@ def test_compare_overlays_runs_and_joins_continued_ones(tmp_path):
   # penalty = 10 - 0.1 s, binned over steps 1-10 and 11-20 in both series.
   penalty = [float(text[i].split()[1]) for i in (2, 3, 6, 7)]
   assert penalty == pytest.approx([9.45, 8.45, 9.45, 8.45])
+
+
+def test_paired_comparison_of_an_ab_pair(tmp_path):
+  """Same targets per batch: per-batch differences, and the NLL gain at equal compute."""
+  target = lambda s: 0.3 + 0.05 * (s % 7)
+  base_keep = lambda s: 0.5 + 0.01 * (s % 5)
+  _write(tmp_path / "a" / "tb", range(1, 21), offset=0.0, keep=base_keep, target=target)
+  # b: 0.1 nats lower NLL per batch (offset), net keep +0.02 on odd batches only.
+  other_keep = lambda s: base_keep(s) + 0.02 * (s % 2)
+  _write(tmp_path / "b" / "tb", range(1, 21), offset=0.1, keep=other_keep, target=target)
+  a, b = tc.read_series(str(tmp_path / "a")), tc.read_series(str(tmp_path / "b"))
+  rows = tc.paired(a, b, np.array([0, 10, 20]))
+  assert rows[0].startswith("20 paired batches: Δnll -0.1000 ± 0.0000, Δnet_keep +0.0100")
+  assert rows[0].endswith("ΔNLL at equal net keep -0.1000")
+  assert rows[2].split()[:3] == ["1-10", "-0.1000", "+0.0100"]
+  # Different targets: not a paired A/B.
+  _write(tmp_path / "c" / "tb", range(1, 21), offset=0.1, target=lambda s: 0.9)
+  assert tc.paired(a, tc.read_series(str(tmp_path / "c")), np.array([0, 20])) is None
+  text = tc.compare({"a": a, "b": b}, tmp_path, bins=2)
+  assert "b − a (same data and targets)" in text
+  assert (tmp_path / "training_curves_paired.txt").exists()

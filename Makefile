@@ -35,7 +35,7 @@ demo results check-dense: export JAX_COMPILATION_CACHE_MAX_SIZE ?= 2147483648
 # prints the table with 95 % intervals, writes runs/demo (front PNGs, TensorBoard in tb/).
 DEMO_POLICY ?= smollm2_3L_cpu/seed1
 demo: install
-	$(PY) -m experiments.front eval.policy=$(DEMO_POLICY) 'front.methods=[fixed,fixed_step]' 'front.knob=[0.3,0.55,0.8]' data.eval_batches=4 front.noise_batch_size=0 --out runs/demo $(ARGS)
+	$(PY) -m experiments.front eval.policy=$(DEMO_POLICY) 'front.methods=[fixed,fixed_step,shuffled]' 'front.knob=[0.3,0.55,0.8]' data.eval_batches=4 front.noise_batch_size=0 --out runs/demo $(ARGS)
 
 # Every published number of one shipped policy (issues 10-11), each command writing its
 # own folder under runs/results/<policy>/. A folder that already holds its result is

@@ -65,7 +65,7 @@ KEYS = (
   "data.context_len",
   "data.horizon",
 )
-TABLE_METHODS = ("fixed", "fixed_step", "random_best", "random_oracle", "emc", "dac")
+TABLE_METHODS = ("fixed", "fixed_step", "shuffled", "random_best", "random_oracle", "emc", "dac")
 
 
 def requested_points(cfg, space) -> tuple:
@@ -111,6 +111,7 @@ def block_arrays(front) -> dict:
       "policy": p.policy,
       "fixed": p.fixed,
       "fixed_step": p.fixed_step,
+      "shuffled": p.shuffled,
       "emc": p.emc,
       "dac": p.dac,
     }

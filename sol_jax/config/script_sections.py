@@ -113,11 +113,13 @@ class FrontCfg(Section):
   knob: tuple[float, ...] = ranged((0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85), "[0, 1]")
   requested: Optional[Budgets] = None  # explicit (κ*, ρ*, η*) points instead of the knob
   # Baselines to run beside the policy (dense always runs): Fixed, Fixed matched
-  # per episode step (the policy's positional profile), best-of-N random (with
-  # its oracle), EMC and DAC.
-  methods: tuple[Literal["fixed", "fixed_step", "random", "emc", "dac"], ...] = (
+  # per episode step (the policy's positional profile), the policy's own actions
+  # shuffled across blocks per step (its action mix without the text), best-of-N
+  # random (with its oracle), EMC and DAC.
+  methods: tuple[Literal["fixed", "fixed_step", "shuffled", "random", "emc", "dac"], ...] = (
     "fixed",
     "fixed_step",
+    "shuffled",
     "random",
     "emc",
     "dac",

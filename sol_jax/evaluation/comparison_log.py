@@ -24,6 +24,7 @@ METHODS = (
   "policy",
   "fixed",
   "fixed_step",
+  "shuffled",
   "random_best",
   "random_oracle",
   "emc",

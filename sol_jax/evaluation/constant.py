@@ -12,6 +12,7 @@ realized averages count only the effective steps.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Optional, Sequence
 
 import numpy as np
@@ -76,4 +77,25 @@ def replay_columns(results: Sequence, space: ActionSpace, prefix: str = "replay"
   return [
     Column(f"{prefix} {r.name}", make=lambda a=r.block_actions: ReplaySchedule(a), grid=space)
     for r in results
+  ]
+
+
+def shuffle_steps(actions: np.ndarray, seed: int) -> np.ndarray:
+  """[blocks, T] actions with each step's column permuted across blocks (one permutation per step).
+
+  Keeps every step's joint action mix, hence the per-step and overall budgets,
+  exactly; breaks the tie between a block's text and the actions it got.
+  """
+  actions = np.asarray(actions, np.int32)
+  rng = np.random.default_rng(seed)
+  cols = [actions[rng.permutation(len(actions)), t] for t in range(actions.shape[1])]
+  return np.stack(cols, axis=1) if cols else actions.copy()
+
+
+def shuffled_columns(results: Sequence, space: ActionSpace, seed: int, names: Sequence[str]):
+  """One column replaying each result's `block_actions` shuffled across blocks per step."""
+  shuffled = [shuffle_steps(r.block_actions, seed) for r in results]
+  return [
+    Column(n, make=functools.partial(ReplaySchedule, a), grid=space)
+    for n, a in zip(names, shuffled)
   ]

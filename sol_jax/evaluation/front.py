@@ -6,7 +6,10 @@
 2. at every operating point Fixed, N random trials, EMC and DAC, all matched
    to the policy's *realized* (κ̄, ρ̄, η̄) there, and per-step Fixed
    ("fixed_step", matched to the policy's realized budgets at each step t of
-   the episode: its positional profile without its reading of the text), plus
+   the episode: its positional profile without its reading of the text), and
+   "shuffled": the policy's own recorded actions permuted across blocks at
+   every step (the same per-step joint action mix and budgets, exactly, but
+   no tie to the text: policy vs shuffled is what reading the text buys), plus
    dense -- every point in
    ONE harness call, so each block is prefilled once for all of them -- and
    the same random trials on the selection blocks (one more call), so
@@ -29,7 +32,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from sol_jax.evaluation.constant import constant_columns, replay_columns
+from sol_jax.evaluation import comparison_log
+from sol_jax.evaluation.constant import constant_columns, replay_columns, shuffled_columns
 from sol_jax.evaluation.fixed import fixed_columns, per_step_realized, step_fixed_columns
 from sol_jax.evaluation.intervals import paired_bootstrap
 from sol_jax.evaluation.knob import diagonal_path
@@ -38,7 +42,7 @@ from sol_jax.evaluation.providers import heuristic_columns
 from sol_jax.evaluation.random_schedules import BestOfN, best_of_n, random_columns
 from sol_jax.evaluation.schedule_eval import ColumnResult, effective_steps, evaluate_columns
 
-METHODS = ("fixed", "fixed_step", "random", "emc", "dac")  # the baselines it can run
+METHODS = ("fixed", "fixed_step", "shuffled", "random", "emc", "dac")  # baselines it can run
 
 
 @dataclasses.dataclass
@@ -54,6 +58,7 @@ class FrontPoint:
   policy_replay: Optional[ColumnResult] = None  # noise floor: same schedule, other layout
   fixed_replay: Optional[ColumnResult] = None
   fixed_step: Optional[ColumnResult] = None  # Fixed matched per step of the episode
+  shuffled: Optional[ColumnResult] = None  # the policy's actions, permuted across blocks
 
   @property
   def realized(self) -> tuple[float, float, float]:
@@ -154,6 +159,8 @@ def evaluate_front(
     if "fixed_step" in methods:
       profile = per_step_realized(pol.block_actions, space, eff)
       columns += step_fixed_columns(space, [profile], [f"fixed_step p{i}"])
+    if "shuffled" in methods:
+      columns += shuffled_columns([pol], space, seed + i, [f"shuffled p{i}"])
     if "random" in methods:
       rand = random_columns(space, real, trials, seed, prefix=f"random p{i}")
       columns += rand
@@ -185,6 +192,7 @@ def evaluate_front(
         policy=pol,
         fixed=res.get(f"fixed p{i}"),
         fixed_step=res.get(f"fixed_step p{i}"),
+        shuffled=res.get(f"shuffled p{i}"),
         emc=res.get(f"emc p{i}"),
         dac=res.get(f"dac p{i}"),
         random=report,
@@ -245,6 +253,7 @@ def front_rows(front: Front, *, resamples: int = 10_000, seed: int = 0) -> list[
     methods = {
       "fixed": p.fixed,
       "fixed_step": p.fixed_step,
+      "shuffled": p.shuffled,
       "random_best": p.random[p.best.selected] if p.best else None,
       "random_oracle": p.random[p.best.oracle] if p.best else None,
       "emc": p.emc,
@@ -320,7 +329,7 @@ def pool_seeds(blocks: Sequence[dict], *, resamples: int = 10_000, seed: int = 0
   rows = []
   for i in points:
     pol = total(f"{i}/policy")
-    for method in ("fixed", "fixed_step", "random_best", "random_oracle", "emc", "dac", "dense"):
+    for method in comparison_log.METHODS[1:]:
       key = "dense" if method == "dense" else f"{i}/{method}"
       if key not in keys:
         continue

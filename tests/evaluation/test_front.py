@@ -93,6 +93,17 @@ def test_baselines_match_the_policys_realized_budgets(front, params):
     np.testing.assert_allclose(got, want, atol=0.5 / len(report) + 1e-6)
     step_real = [p.fixed_step.avg_keep_effective, p.fixed_step.avg_prune_keep]
     np.testing.assert_allclose(step_real, real[:2], atol=0.5 / len(report) + 1e-6)
+    # Shuffled: the policy's own actions, each step's column permuted across blocks.
+    shuf, pol = p.shuffled.block_actions, p.policy.block_actions
+    for t in range(T):
+      np.testing.assert_array_equal(np.sort(shuf[:, t]), np.sort(pol[:, t]))
+    assert not np.array_equal(shuf, pol)
+    shuf_real = [
+      p.shuffled.avg_keep_effective,
+      p.shuffled.avg_prune_keep,
+      p.shuffled.avg_quant_ratio,
+    ]
+    np.testing.assert_allclose(shuf_real, real, atol=1e-6)
   dense = perplexity.sol_protocol_nll(params, CFG, jnp.asarray(report), C, T)
   np.testing.assert_allclose(out.dense.ppl, np.exp(np.mean(np.asarray(dense, np.float64))), 1e-5)
 
@@ -198,7 +209,7 @@ def test_only_the_asked_baselines_run(params):
   )
   out = front(methods=("fixed",))
   (p,) = out.points
-  assert p.fixed is not None and p.emc is p.dac is p.best is p.fixed_step is None
+  assert p.fixed is not None and p.emc is p.dac is p.best is p.fixed_step is p.shuffled is None
   assert p.random == []
   rows = ev.front_rows(out, resamples=200)
   assert [r["method"] for r in rows] == ["policy", "fixed", "dense"]

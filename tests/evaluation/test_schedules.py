@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sol_jax.efficiency.actions import ActionSpace, load_action_variant
-from sol_jax.evaluation.constant import ConstantGenerator, constant_schedule
+from sol_jax.evaluation.constant import ConstantGenerator, constant_schedule, shuffle_steps
 from sol_jax.evaluation.fixed import FixedAllocator, StepFixedAllocator, per_step_realized
 from sol_jax.evaluation.heuristics import (
   drift_signal,
@@ -338,3 +338,15 @@ def test_step_fixed_matches_every_step_and_rotates_rows():
   np.testing.assert_array_equal(StepFixedAllocator(THREE, profile).next_batch(8, 3)[:, 1:2], same)
   with pytest.raises(ValueError, match="3 steps"):
     alloc.next_batch(8, 4)
+
+
+def test_shuffle_steps_permutes_each_step_across_blocks():
+  actions = np.arange(40, dtype=np.int32).reshape(8, 5)  # every entry distinct
+  out = shuffle_steps(actions, seed=3)
+  for t in range(5):
+    assert sorted(out[:, t]) == sorted(actions[:, t])  # the step's mix, exactly
+  assert not np.array_equal(out, actions)
+  # Steps get their own permutations: rows are not moved whole.
+  moved = [np.argsort(out[:, t]) for t in range(5)]
+  assert any(not np.array_equal(moved[0], m) for m in moved[1:])
+  np.testing.assert_array_equal(shuffle_steps(actions, seed=3), out)  # deterministic

@@ -174,3 +174,32 @@ def test_a_missing_script_fails_its_check():
   bad = _check_command((PY, "-m", "pytest", "-m", "not slow and"))
   out = subprocess.run(bad, cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert out.returncode not in (0, 5), out.stdout + out.stderr
+
+
+def test_every_script_override_in_the_makefile_is_a_valid_config_value():
+  """`make demo` & co. pass key=value overrides: each must parse into the typed config
+  (a renamed key or a misspelt choice such as front.methods=[fixd] fails here, not at run time)."""
+  from sol_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+
+  checked = 0
+  for target in makefile_targets():
+    for words in recipe(target):
+      if _kind(words) != "script":
+        continue
+      args = [w for w in words[3:] if "=" in w and not w.startswith("-")]
+      names = [w for w in words[3:] if "=" not in w and not w.startswith("-")]
+      outs = {words[i + 1] for i, w in enumerate(words[3:-1], 3) if w == "--out"}
+      names = [n for n in names if n not in outs]
+      try:
+        config_lib.config_from_argv(names[:1] + args, default="smollm2_3L_cpu")
+      except (ValueError, KeyError, TypeError, FileNotFoundError) as err:
+        raise AssertionError(f"make {target}: {shlex.join(words)!r}: {err}") from err
+      checked += 1
+  assert checked >= 8  # demo, results' commands, check-dense, bench
+
+
+def test_a_bad_override_fails_the_config_check():
+  from sol_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+
+  with pytest.raises(ValueError):
+    config_lib.config_from_argv(["front.methods=[fixd]"], default="smollm2_3L_cpu")

@@ -69,6 +69,9 @@ class EvalCfg(Section):
   # eval_policy: a shipped policy (a name under policies/, e.g. smollm2_3L_cpu/seed1,
   # or a folder) evaluated with its saved config; None: train.run_dir's latest checkpoint.
   policy: Optional[str] = None
+  # Without eval.policy: this checkpoint step of train.run_dir instead of the latest
+  # (compare runs at the same number of data batches).
+  checkpoint_step: Optional[int] = ranged(None, ">= 0")
 
   def _validate(self):
     _normalize_budgets(self, "budgets")

@@ -54,6 +54,9 @@ class Checkpoints:
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
 
+  def all_steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
   def save(self, step: int, state: TrainState, iterator: grain.DatasetIterator) -> None:
     """Starts writing `step`; returns before the arrays are on disk (see module doc)."""
     self.wait()  # one write at a time; raises here if the previous one failed

@@ -71,9 +71,14 @@ def trained_policy(cfg: ExperimentConfig, model_cfg: ModelConfig):
   """(policy params, data batches trained, a results folder) for an evaluation script.
 
   With `eval.policy`, the shipped policy (checked against this config's grid and
-  LM; results under runs/shipped/<name>); else `train.run_dir`'s latest checkpoint
-  (results inside the run dir).
+  LM; results under runs/shipped/<name>); else `train.run_dir`'s latest checkpoint,
+  or its `eval.checkpoint_step` (results inside the run dir).
   """
+  if cfg.eval.policy is not None and cfg.eval.checkpoint_step is not None:
+    raise ValueError(
+      "eval.checkpoint_step selects a checkpoint of train.run_dir; a shipped policy "
+      f"(eval.policy={cfg.eval.policy}) has one set of params: drop one of the two."
+    )
   if cfg.eval.policy is not None:
     shipped = load_policy(cfg.eval.policy)
     check_compatible(shipped, cfg, model_cfg)
@@ -87,5 +92,13 @@ def trained_policy(cfg: ExperimentConfig, model_cfg: ModelConfig):
       f"no checkpoint in {ckpt.directory}; train first "
       f"(python -m experiments.train {cfg.name}), set train.run_dir or eval.policy."
     )
+  if cfg.eval.checkpoint_step is not None:
+    steps = ckpt.all_steps()
+    if cfg.eval.checkpoint_step not in steps:
+      raise FileNotFoundError(
+        f"eval.checkpoint_step={cfg.eval.checkpoint_step} is not in {ckpt.directory}; "
+        f"it holds steps {steps}."
+      )
+    step = cfg.eval.checkpoint_step
   state = ckpt.restore(step, init_train_state(make_setup(cfg, model_cfg), cfg.train.seed))
   return state.params, step, run_dir

@@ -22,7 +22,7 @@ from sol_jax.policy import PolicyObs, network
 from sol_jax.rl import checkpointing, loop, policy_compat, policy_files, run_config
 from sol_jax.rl import train_step as train_step_lib
 from sol_jax.rl.policy_export import export_policy
-from tests.rl.test_run_config import MODEL, _checkpointed_run
+from tests.rl.test_run_config import BLOCKS, MODEL, _checkpointed_run
 
 
 @pytest.fixture(scope="module")
@@ -183,3 +183,30 @@ def test_warm_start_takes_params_and_data_position_with_a_fresh_optimizer(shippe
   wrong = config_lib.apply_overrides(cfg, ["actions.variant=3L"])
   with pytest.raises(ValueError, match="does not fit"):
     loop._warm_start(wrong, MODEL, fresh, make_iterator(loop.train_dataset(cfg, None, BLOCKS)))
+
+
+def test_eval_checkpoint_step_picks_an_earlier_checkpoint(tmp_path):
+  _checkpointed_run(tmp_path)  # step 3
+  cfg = run_config.load_run_config(tmp_path)
+  setup = loop.make_setup(cfg, MODEL)
+  later = train_step_lib.init_train_state(setup, cfg.train.seed + 1)  # other params
+  ckpt = checkpointing.Checkpoints(tmp_path)
+  iterator = make_iterator(loop.train_dataset(cfg, None, BLOCKS))
+  ckpt.save(5, later, iterator)
+  ckpt.close()
+  with_step = lambda step: dataclasses.replace(
+    cfg, eval=dataclasses.replace(cfg.eval, checkpoint_step=step)
+  )
+  latest, step, _ = policy_compat.trained_policy(cfg, MODEL)
+  chosen, step3, _ = policy_compat.trained_policy(with_step(3), MODEL)
+  assert (step, step3) == (5, 3)
+  leaves = lambda tree: jax.tree.leaves(tree)
+  assert not all(np.array_equal(a, b) for a, b in zip(leaves(latest), leaves(chosen)))
+  assert all(
+    np.array_equal(a, b) for a, b in zip(leaves(chosen), leaves(_checkpointed_params(tmp_path)))
+  )
+  with pytest.raises(FileNotFoundError, match=r"holds steps \[3, 5\]"):
+    policy_compat.trained_policy(with_step(4), MODEL)
+  shipped = dataclasses.replace(cfg.eval, policy="tiny/seed1", checkpoint_step=3)
+  with pytest.raises(ValueError, match="drop one"):
+    policy_compat.trained_policy(dataclasses.replace(cfg, eval=shipped), MODEL)

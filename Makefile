@@ -30,8 +30,9 @@ XLA_CACHE ?= $(CURDIR)/runs/xla_cache
 demo results check-dense: export JAX_COMPILATION_CACHE_DIR ?= $(XLA_CACHE)
 demo results check-dense: export JAX_COMPILATION_CACHE_MAX_SIZE ?= 2147483648
 
-# The main job (a few minutes on 2 cores): the shipped policy against Fixed matched to its
-# realized budgets at three positions of the budget knob on 64 WikiText-2 test blocks;
+# The main job (a few minutes on 2 cores): the shipped policy against three content-blind
+# baselines at its realized budgets -- Fixed, per-step Fixed and its own actions shuffled
+# across passages -- at three positions of the budget knob on 64 WikiText-2 test blocks;
 # prints the table with 95 % intervals, writes runs/demo (front PNGs, TensorBoard in tb/).
 DEMO_POLICY ?= smollm2_3L_cpu/seed1
 demo: install

@@ -84,21 +84,15 @@ def one_split(cfg, split, params, model_cfg, tokenizer, setup, policy_params, ta
   )
   (point,) = front.points
   keep = action_net_keep(setup.space)
-  bins, corr = allocation_bins(
-    front.dense.block_nll,
-    point.policy.block_nll,
-    point.fixed.block_nll,
-    keep[point.policy.block_actions],
-    keep[point.fixed.block_actions],
-    a.bins,
-  )
-  positions = position_profile(
+  per_token = (
     front.dense.block_nll,
     point.policy.block_nll,
     point.fixed.block_nll,
     keep[point.policy.block_actions],
     keep[point.fixed.block_actions],
   )
+  bins, corr = allocation_bins(*per_token, a.bins)
+  positions = position_profile(*per_token)
   vs = {r["method"]: r for r in evaluation.front_rows(front, resamples=a.bootstrap_resamples)}
   f = vs["fixed"]
   summary = dict(

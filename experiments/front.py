@@ -107,18 +107,7 @@ def print_table(rows, dense_ppl) -> str:
 def block_arrays(front) -> dict:
   arrays = {"tokens": front.dense.block_tokens, "dense": front.dense.block_nll_sum}
   for i, p in enumerate(front.points):
-    named = {
-      "policy": p.policy,
-      "fixed": p.fixed,
-      "fixed_step": p.fixed_step,
-      "shuffled": p.shuffled,
-      "emc": p.emc,
-      "dac": p.dac,
-    }
-    if p.best is not None:
-      named["random_best"] = p.random[p.best.selected]
-      named["random_oracle"] = p.random[p.best.oracle]
-    for method, res in named.items():
+    for method, res in {"policy": p.policy, **p.baselines()}.items():
       if res is not None:
         arrays[f"{i}/{method}"] = res.block_nll_sum
     arrays[f"{i}/policy_actions"] = p.policy.block_actions

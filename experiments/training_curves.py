@@ -123,6 +123,12 @@ def _net_keep(scalars) -> tuple[np.ndarray, np.ndarray]:
 PAIRED_TAGS = ("nll", "net_keep", "penalty", "entropy")
 
 
+def values_at(series: tuple[np.ndarray, np.ndarray], steps: np.ndarray) -> np.ndarray:
+  """The values of one (steps, values) series at the given steps (all present)."""
+  by_step = dict(zip(series[0].tolist(), series[1].tolist()))
+  return np.array([by_step[s] for s in steps.tolist()])
+
+
 def paired(base: dict, other: dict, edges: np.ndarray) -> Optional[list[str]]:
   """other − base per shared data batch, when both drew the same targets there; else None."""
   need = (
@@ -133,20 +139,23 @@ def paired(base: dict, other: dict, edges: np.ndarray) -> Optional[list[str]]:
   )
   if any(t not in base or t not in other for t in need):
     return None
-  at = lambda sc, steps: (lambda d: np.array([d[x] for x in steps]))(dict(zip(*sc)))
   shared = np.intersect1d(base["nll"][0], other["nll"][0])
   for a in AXES:
     shared = np.intersect1d(shared, base[f"requested/{a}"][0])
     shared = np.intersect1d(shared, other[f"requested/{a}"][0])
   same = shared.size > 0 and all(
-    np.allclose(at(base[f"requested/{a}"], shared), at(other[f"requested/{a}"], shared), atol=1e-6)
+    np.allclose(
+      values_at(base[f"requested/{a}"], shared),
+      values_at(other[f"requested/{a}"], shared),
+      atol=1e-6,
+    )
     for a in AXES
   )
   if not same:
     return None
   series = lambda sc: {**sc, "net_keep": _net_keep(sc)}
   b, o = series(base), series(other)
-  diff = {t: at(o[t], shared) - at(b[t], shared) for t in PAIRED_TAGS}
+  diff = {t: values_at(o[t], shared) - values_at(b[t], shared) for t in PAIRED_TAGS}
   se = lambda x: x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else float("nan")
   if np.ptp(diff["net_keep"]) > 0 and shared.size > 2:
     fit = np.polyfit(diff["net_keep"], diff["nll"], 1)[1]

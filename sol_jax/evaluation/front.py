@@ -65,6 +65,18 @@ class FrontPoint:
     p = self.policy
     return (p.avg_keep_effective, p.avg_prune_keep, p.avg_quant_ratio)
 
+  def baselines(self) -> dict[str, Optional[ColumnResult]]:
+    """Each baseline's result at this point, in `comparison_log.METHODS` order (no dense)."""
+    return {
+      "fixed": self.fixed,
+      "fixed_step": self.fixed_step,
+      "shuffled": self.shuffled,
+      "random_best": self.random[self.best.selected] if self.best else None,
+      "random_oracle": self.random[self.best.oracle] if self.best else None,
+      "emc": self.emc,
+      "dac": self.dac,
+    }
+
 
 @dataclasses.dataclass
 class Front:
@@ -250,16 +262,7 @@ def front_rows(front: Front, *, resamples: int = 10_000, seed: int = 0) -> list[
   dense = front.dense
   for i, p in enumerate(front.points):
     pol = p.policy
-    methods = {
-      "fixed": p.fixed,
-      "fixed_step": p.fixed_step,
-      "shuffled": p.shuffled,
-      "random_best": p.random[p.best.selected] if p.best else None,
-      "random_oracle": p.random[p.best.oracle] if p.best else None,
-      "emc": p.emc,
-      "dac": p.dac,
-      "dense": dense,
-    }
+    methods = {**p.baselines(), "dense": dense}
     extra = {}
     if p.policy_replay is not None:
       extra["noise_pct"] = 100.0 * (p.policy_replay.ppl / pol.ppl - 1.0)

@@ -145,8 +145,11 @@ def train_step(setup: TrainSetup, state: TrainState, lm_params, blocks):
   effective = flat(jnp.broadcast_to(out.effective, out.actions.shape))
   optimizer = setup.optimizer()
   expected = setup.rl.penalty_mode == "expected"
-  features = jnp.asarray(budget_prior.usage_features(setup.space))
-  alphas = setup.space.penalty_weights(setup.rl.alpha_kappa, setup.rl.alpha_rho, setup.rl.alpha_eta)
+  if expected:  # constants of the grid and config, used by loss_fn only in this mode
+    features = jnp.asarray(budget_prior.usage_features(setup.space))
+    alphas = setup.space.penalty_weights(
+      setup.rl.alpha_kappa, setup.rl.alpha_rho, setup.rl.alpha_eta
+    )
 
   def loss_fn(params, idx, mask):
     obs = _sequence_obs(rec, flat_targets, idx)

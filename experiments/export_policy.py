@@ -5,7 +5,8 @@
 Writes policy.safetensors (float32), config.yaml (the run's saved config) and
 provenance.json (step, export date, source run, git commit, sha256, the run's
 train commands) for the latest checkpoint of train.run_dir (default
-runs/<config name>). Evaluate it with
+runs/<config name>), or its checkpoint eval.checkpoint_step (e.g. the step chosen on
+a valid split). Evaluate it with
 `python -m experiments.eval_policy eval.policy=NAME/seedK`.
 """
 
@@ -16,7 +17,7 @@ from sol_jax.models import gguf_loader, registry, safetensors_loader
 from sol_jax.rl import load_run_config, run_directory
 from sol_jax.rl.policy_export import export_policy
 
-KEYS = ("train.run_dir",)
+KEYS = ("train.run_dir", "eval.checkpoint_step")
 
 
 def model_config(source: str):
@@ -36,7 +37,9 @@ def main(argv=None):
   saved = load_run_config(run_dir)
   if saved is None:
     raise FileNotFoundError(f"{run_dir} has no config.yaml; is train.run_dir a run directory?")
-  out = export_policy(run_dir, cmd.out, model_config(saved.model.source))
+  out = export_policy(
+    run_dir, cmd.out, model_config(saved.model.source), cmd.cfg.eval.checkpoint_step
+  )
   print(f"wrote {out}")
 
 

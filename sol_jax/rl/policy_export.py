@@ -42,9 +42,14 @@ def export_policy(
   setup = make_setup(cfg, model_cfg)
   ckpt = Checkpoints(run_dir)
   try:
-    step = ckpt.latest_step() if step is None else step
     if step is None:
-      raise FileNotFoundError(f"no checkpoint in {ckpt.directory} to export.")
+      step = ckpt.latest_step()
+      if step is None:
+        raise FileNotFoundError(f"no checkpoint in {ckpt.directory} to export.")
+    elif step not in ckpt.all_steps():
+      raise FileNotFoundError(
+        f"checkpoint step {step} is not in {ckpt.directory}; it holds steps {ckpt.all_steps()}."
+      )
     state = ckpt.restore(step, init_train_state(setup, cfg.train.seed))
   finally:
     ckpt.close()

@@ -160,6 +160,33 @@ def test_export_cli(run_dir, tmp_path, monkeypatch, capsys):
   assert "error: --out is required" in capsys.readouterr().err
 
 
+def test_export_cli_takes_a_chosen_checkpoint(tmp_path, monkeypatch, capsys):
+  monkeypatch.setattr(export_cli, "model_config", lambda source: MODEL)
+  run = tmp_path / "two_steps"
+  _checkpointed_run(run)
+  cfg = run_config.load_run_config(run)
+  state = train_step_lib.init_train_state(loop.make_setup(cfg, MODEL), cfg.train.seed)
+  later = state._replace(params=jax.tree.map(lambda x: x + 1.0, state.params))
+  iterator = make_iterator(loop.train_dataset(cfg, None, BLOCKS))
+  ckpt = checkpointing.Checkpoints(run)
+  ckpt.save(6, later, iterator)
+  ckpt.close()
+  leaf = lambda out: jax.tree_util.tree_leaves(policy_files.load_policy(out).params)[0]
+  export_cli.main([f"train.run_dir={run}", "--out", str(tmp_path / "latest")])
+  export_cli.main([f"train.run_dir={run}", "eval.checkpoint_step=3", "--out", str(tmp_path / "s3")])
+  assert policy_files.load_policy(tmp_path / "latest").provenance["step"] == 6
+  assert policy_files.load_policy(tmp_path / "s3").provenance["step"] == 3
+  want = jax.tree_util.tree_leaves(state.params)[0]
+  np.testing.assert_array_equal(leaf(tmp_path / "s3"), want)
+  np.testing.assert_array_equal(leaf(tmp_path / "latest"), np.asarray(want) + 1.0)
+  with pytest.raises(SystemExit):
+    export_cli.main(
+      [f"train.run_dir={run}", "eval.checkpoint_step=5", "--out", str(tmp_path / "x")]
+    )
+  assert "error: checkpoint step 5 is not in" in capsys.readouterr().err
+  assert not (tmp_path / "x").exists()  # nothing half-written
+
+
 def test_warm_start_takes_params_and_data_position_with_a_fresh_optimizer(shipped_dir, tmp_path):
   from tests.rl.test_run_config import BLOCKS  # pylint: disable=g-import-not-at-top
 

@@ -34,7 +34,7 @@ demo results check-dense: export JAX_COMPILATION_CACHE_MAX_SIZE ?= 2147483648
 # baselines at its realized budgets -- Fixed, per-step Fixed and its own actions shuffled
 # across passages -- at three positions of the budget knob on 64 WikiText-2 test blocks;
 # prints the table with 95 % intervals, writes runs/demo (front PNGs, TensorBoard in tb/).
-DEMO_POLICY ?= smollm2_3L_cpu/seed1
+DEMO_POLICY ?= smollm2_3L_cpu/seed2
 demo: install
 	$(PY) -m experiments.front eval.policy=$(DEMO_POLICY) 'front.methods=[fixed,fixed_step,shuffled]' 'front.knob=[0.3,0.55,0.8]' data.eval_batches=4 front.noise_batch_size=0 --out runs/demo $(ARGS)
 

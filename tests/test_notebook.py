@@ -19,8 +19,8 @@ def test_quickstart_executes_without_errors(tmp_path, monkeypatch):
     data_lib.resolve_data_dir(None)
   except FileNotFoundError:
     pytest.skip("needs the shared data dir")
-  if not (policies_dir() / "smollm2_3L_cpu" / "seed1").is_dir():
-    pytest.fail("the notebook loads the shipped policy smollm2_3L_cpu/seed1, which is missing")
+  if not (policies_dir() / "smollm2_3L_cpu" / "seed2").is_dir():
+    pytest.fail("the notebook loads the shipped policy smollm2_3L_cpu/seed2, which is missing")
   monkeypatch.setenv("SOL_NOTEBOOK_SMALL", "1")
   nb = nbformat.read(NOTEBOOK, as_version=4)
   client = nbclient.NotebookClient(
